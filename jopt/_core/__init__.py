@@ -1,0 +1,1 @@
+"""Internal plumbing shared by every jopt transform (not public API)."""

@@ -1,0 +1,129 @@
+"""Argument checks that fail at construction, naming the argument and the fix.
+
+Every numeric hyperparameter is checked against one table, keyed by its name,
+both when a transform is built and when :func:`jopt.set_hyperparams` changes it.
+A schedule is checked by evaluating it at step 0.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import jax
+import numpy as np
+
+__all__ = ["check_hyperparam", "check_range", "check_positive_int", "check_choice",
+           "is_schedule", "register_range"]
+
+
+def is_schedule(value: Any) -> bool:
+  """True when ``value`` is a callable ``step -> value`` rather than a number."""
+  return callable(value)
+
+
+def _concrete_float(value: Any) -> float | None:
+  """``value`` as a Python float, or None when it is traced or not scalar."""
+  if isinstance(value, jax.core.Tracer):
+    return None
+  try:
+    arr = np.asarray(value)
+  except Exception:  # pylint: disable=broad-except
+    return None
+  if arr.shape != () or not np.issubdtype(arr.dtype, np.number):
+    return None
+  return float(arr)
+
+
+def check_range(
+    name: str,
+    value: Any,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+    where: str = "",
+) -> None:
+  """Raise ``ValueError`` unless ``low (<|<=) value (<|<=) high`` and finite."""
+  x = _concrete_float(value)
+  if x is None:
+    if isinstance(value, jax.core.Tracer):
+      return
+    raise TypeError(
+        f"{where}{name} must be a real number or a schedule step -> number,"
+        f" got {value!r} of type {type(value).__name__}."
+    )
+  lo = "-inf" if low is None else (f"({low}" if low_open else f"[{low}")
+  hi = "inf)" if high is None else (f"{high})" if high_open else f"{high}]")
+  accepted = f"{lo}, {hi}" if low is not None else f"(-inf, {hi}"
+  bad = not math.isfinite(x)
+  if low is not None:
+    bad |= x <= low if low_open else x < low
+  if high is not None:
+    bad |= x >= high if high_open else x > high
+  if bad:
+    raise ValueError(
+        f"{where}{name}={x!r} is outside the accepted range {accepted};"
+        f" pass a finite value in that range."
+    )
+
+
+# name -> (low, high, low_open, high_open). Names not listed accept any finite value.
+_RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
+    "learning_rate": (0.0, None, False, False),
+    "b1": (0.0, 1.0, False, True),
+    "b2": (0.0, 1.0, False, True),
+    "b3": (0.0, 1.0, False, True),
+    "beta": (0.0, 1.0, False, True),
+    "momentum": (0.0, 1.0, False, True),
+    "decay": (0.0, 1.0, False, True),
+    "rho": (0.0, 1.0, False, True),
+    "eps": (0.0, None, False, False),
+    "eps_root": (0.0, None, False, False),
+    "weight_decay": (0.0, None, False, False),
+    "initial_accumulator_value": (0.0, None, False, False),
+    "initial_scale": (0.0, None, False, False),
+    "trust_coefficient": (0.0, None, False, False),
+    "lr_decay": (0.0, None, False, False),
+}
+
+
+def register_range(name: str, low: float | None = None, high: float | None = None, *,
+                   low_open: bool = False, high_open: bool = False) -> None:
+  """Declare the accepted range of a hyperparameter name (used at construction
+  and by ``set_hyperparams``). Registering a name twice with a different range fails."""
+  spec = (low, high, low_open, high_open)
+  if _RANGES.setdefault(name, spec) != spec:
+    raise ValueError(f"hyperparameter {name!r} already has range {_RANGES[name]}, not {spec}.")
+
+
+def check_hyperparam(name: str, value: Any, where: str = "") -> None:
+  """Check a hyperparameter (number or schedule) against the table above."""
+  if is_schedule(value):
+    try:
+      value = value(0)
+    except Exception as e:  # pylint: disable=broad-except
+      raise TypeError(
+          f"{where}{name} is callable, so it must be a schedule step -> value;"
+          f" calling it at step 0 failed with {type(e).__name__}: {e}"
+      ) from e
+    where = f"{where}the schedule given as "
+  low, high, low_open, high_open = _RANGES.get(name, (None, None, False, False))
+  check_range(name, value, low, high, low_open=low_open, high_open=high_open,
+              where=where)
+
+
+def check_positive_int(name: str, value: Any, where: str = "") -> None:
+  """Raise unless ``value`` is an integer >= 1."""
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+    raise ValueError(f"{where}{name}={value!r} must be an integer >= 1.")
+
+
+def check_choice(name: str, value: Any, choices: tuple[Any, ...], where: str = "") -> None:
+  """Raise unless ``value`` is one of ``choices``."""
+  if value not in choices:
+    raise ValueError(f"{where}{name}={value!r} is not one of {choices!r}.")
+
+
+Validator = Callable[[str, Any], None]

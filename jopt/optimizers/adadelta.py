@@ -1,0 +1,8 @@
+"""Placeholder: being written."""
+
+__all__ = ['adadelta']
+
+def adadelta(*args, **kwargs):
+  raise NotImplementedError('adadelta')
+
+

@@ -1,0 +1,8 @@
+"""Placeholder: being written."""
+
+__all__ = ['adagrad']
+
+def adagrad(*args, **kwargs):
+  raise NotImplementedError('adagrad')
+
+

@@ -1,0 +1,207 @@
+"""Adam, AdamW and NAdam: bias-corrected first and second moment estimates."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax.numpy as jnp
+
+from jopt._core.hyperparams import HyperSpec, ScalarOrSchedule, state_class
+from jopt._core.leafwise import leafwise, slot_zeros
+
+__all__ = ["adam", "adamw", "nadam", "nadamw", "AdamState"]
+
+AdamState = state_class("AdamState", ("mu", "nu"))
+
+
+def _adam_scalars(h):
+  t = h["t"]
+  return {"bc1": 1 - h["b1"] ** t, "bc2": 1 - h["b2"] ** t, "bc1_next": 1 - h["b1"] ** (t + 1)}
+
+
+def _adam_rule(nesterov: bool, decoupled: bool):
+  def step(g, p, slots, h, flags):
+    mu, nu = slots
+    b1, b2 = h["b1"], h["b2"]
+    mu = (1 - b1) * g + b1 * mu
+    nu = (1 - b2) * (g * g) + b2 * nu
+    if nesterov:
+      m_hat = b1 * (mu / h["bc1_next"]) + (1 - b1) * (g / h["bc1"])
+    else:
+      m_hat = mu / h["bc1"]
+    u = m_hat / (jnp.sqrt(nu / h["bc2"] + h["eps_root"]) + h["eps"])
+    if decoupled and flags["decay"]:
+      u = u + h["weight_decay"] * p
+    return -h["learning_rate"] * u, (mu, nu)
+
+  return step
+
+
+def _build(name, learning_rate, b1, b2, eps, eps_root, mu_dtype, nu_dtype, nesterov,
+           weight_decay=None, mask=None):
+  values = dict(learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, eps_root=eps_root)
+  decoupled = weight_decay is not None
+  if decoupled:
+    values["weight_decay"] = weight_decay
+  return leafwise(
+      name,
+      AdamState,
+      HyperSpec(name, **values),
+      {"mu": slot_zeros(mu_dtype), "nu": slot_zeros(nu_dtype)},
+      _adam_rule(nesterov, decoupled),
+      needs_params=decoupled,
+      scalars=_adam_scalars,
+      masks={"decay": mask} if decoupled else None,
+  )
+
+
+def adam(
+    learning_rate: ScalarOrSchedule,
+    b1: ScalarOrSchedule = 0.9,
+    b2: ScalarOrSchedule = 0.999,
+    eps: ScalarOrSchedule = 1e-8,
+    eps_root: ScalarOrSchedule = 0.0,
+    mu_dtype: Any = None,
+    *,
+    nesterov: bool = False,
+    nu_dtype: Any = None,
+):
+  r"""Adam: steps scaled by bias-corrected first and second moment estimates.
+
+  .. math::
+    m_t = \beta_1 m_{t-1} + (1-\beta_1) g_t,\quad
+    v_t = \beta_2 v_{t-1} + (1-\beta_2) g_t^2 \\
+    \hat m_t = m_t / (1-\beta_1^t),\quad \hat v_t = v_t / (1-\beta_2^t) \\
+    u_t = -\eta_t\, \hat m_t / (\sqrt{\hat v_t + \bar\epsilon} + \epsilon)
+
+  With ``nesterov=True`` (NAdam), :math:`\hat m_t = \beta_1 m_t/(1-\beta_1^{t+1})
+  + (1-\beta_1) g_t/(1-\beta_1^t)`.
+
+  Same names and defaults as ``optax.adam``; ``eps`` sits outside the square
+  root as in ``torch.optim.Adam``. Every number may also be a schedule, and all
+  live in ``state.hyperparams`` (change them with :func:`jopt.set_hyperparams`).
+
+  Args:
+    learning_rate: step size :math:`\eta`, a number or a schedule ``step -> value``.
+    b1: decay :math:`\beta_1` of the first moment, in [0, 1).
+    b2: decay :math:`\beta_2` of the second moment, in [0, 1).
+    eps: :math:`\epsilon`, added outside the square root, >= 0.
+    eps_root: :math:`\bar\epsilon`, added inside the square root, >= 0.
+    mu_dtype: storage dtype of :math:`m` (default: the parameter's).
+    nesterov: use the Nesterov-corrected first moment (NAdam).
+    nu_dtype: storage dtype of :math:`v` (default: the parameter's). The update
+      is always computed in at least float32.
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs`` with state :class:`AdamState`.
+
+  Example:
+    >>> tx = jopt.adam(1e-3)
+    >>> state = tx.init(params)
+    >>> updates, state = tx.update(grads, state)
+
+  Reference: Kingma & Ba, *Adam: A Method for Stochastic Optimization*, ICLR 2015.
+  """
+  return _build("adam", learning_rate, b1, b2, eps, eps_root, mu_dtype, nu_dtype, nesterov)
+
+
+def nadam(
+    learning_rate: ScalarOrSchedule,
+    b1: ScalarOrSchedule = 0.9,
+    b2: ScalarOrSchedule = 0.999,
+    eps: ScalarOrSchedule = 1e-8,
+    eps_root: ScalarOrSchedule = 0.0,
+    mu_dtype: Any = None,
+    *,
+    nesterov: bool = True,
+    nu_dtype: Any = None,
+):
+  r"""NAdam: Adam with a Nesterov-corrected first moment (``adam(nesterov=True)``).
+
+  .. math::
+    \hat m_t = \beta_1 m_t/(1-\beta_1^{t+1}) + (1-\beta_1) g_t/(1-\beta_1^t),\quad
+    u_t = -\eta_t\, \hat m_t / (\sqrt{\hat v_t + \bar\epsilon} + \epsilon)
+
+  Matches ``optax.nadam``. ``torch.optim.NAdam`` adds a momentum-decay schedule
+  :math:`\mu_t = \beta_1(1 - 0.5\cdot 0.96^{t\psi})` that this form does not have.
+
+  Args: as :func:`adam`.
+
+  Example:
+    >>> tx = jopt.nadam(1e-3)
+
+  Reference: Dozat, *Incorporating Nesterov Momentum into Adam*, ICLR workshop 2016.
+  """
+  return _build("nadam", learning_rate, b1, b2, eps, eps_root, mu_dtype, nu_dtype, nesterov)
+
+
+def adamw(
+    learning_rate: ScalarOrSchedule,
+    b1: ScalarOrSchedule = 0.9,
+    b2: ScalarOrSchedule = 0.999,
+    eps: ScalarOrSchedule = 1e-8,
+    eps_root: ScalarOrSchedule = 0.0,
+    mu_dtype: Any = None,
+    weight_decay: ScalarOrSchedule = 1e-4,
+    mask: Any = None,
+    *,
+    nesterov: bool = False,
+    nu_dtype: Any = None,
+):
+  r"""AdamW: Adam with weight decay decoupled from the gradient.
+
+  .. math::
+    u_t = -\eta_t \left( \hat m_t / (\sqrt{\hat v_t + \bar\epsilon} + \epsilon)
+          + \lambda\, \theta_{t-1} \right)
+
+  Same as ``optax.adamw`` (default :math:`\lambda = 10^{-4}`). ``torch.optim.AdamW``
+  multiplies the parameters by :math:`1 - \eta\lambda` before its Adam step, which
+  is the same update; its default is :math:`\lambda = 10^{-2}`.
+
+  Args:
+    learning_rate, b1, b2, eps, eps_root, mu_dtype, nesterov, nu_dtype: as :func:`adam`.
+    weight_decay: :math:`\lambda`, >= 0, a number or a schedule.
+    mask: which parameters decay: a tree of bools like the params, or a
+      function ``params -> tree``; None decays all.
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs``; ``update`` needs ``params``.
+
+  Example:
+    >>> tx = jopt.adamw(1e-3, weight_decay=1e-2)
+    >>> updates, state = tx.update(grads, state, params)
+
+  Reference: Loshchilov & Hutter, *Decoupled Weight Decay Regularization*, ICLR 2019.
+  """
+  return _build("adamw", learning_rate, b1, b2, eps, eps_root, mu_dtype, nu_dtype, nesterov,
+                weight_decay, mask)
+
+
+def nadamw(
+    learning_rate: ScalarOrSchedule,
+    b1: ScalarOrSchedule = 0.9,
+    b2: ScalarOrSchedule = 0.999,
+    eps: ScalarOrSchedule = 1e-8,
+    eps_root: ScalarOrSchedule = 0.0,
+    mu_dtype: Any = None,
+    weight_decay: ScalarOrSchedule = 1e-4,
+    mask: Any = None,
+    *,
+    nesterov: bool = True,
+    nu_dtype: Any = None,
+):
+  r"""NAdamW: :func:`adamw` with the Nesterov-corrected first moment of :func:`nadam`.
+
+  .. math::
+    u_t = -\eta_t \left( \hat m^{nes}_t / (\sqrt{\hat v_t + \bar\epsilon} + \epsilon)
+          + \lambda \theta_{t-1} \right)
+
+  Args: as :func:`adamw`.
+
+  Example:
+    >>> tx = jopt.nadamw(1e-3, weight_decay=1e-2)
+
+  Reference: Dozat 2016; Loshchilov & Hutter 2019.
+  """
+  return _build("nadamw", learning_rate, b1, b2, eps, eps_root, mu_dtype, nu_dtype, nesterov,
+                weight_decay, mask)

@@ -1,0 +1,8 @@
+"""Placeholder: being written."""
+
+__all__ = ['amsgrad']
+
+def amsgrad(*args, **kwargs):
+  raise NotImplementedError('amsgrad')
+
+

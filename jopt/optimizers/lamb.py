@@ -1,0 +1,8 @@
+"""Placeholder: being written."""
+
+__all__ = ['lamb']
+
+def lamb(*args, **kwargs):
+  raise NotImplementedError('lamb')
+
+

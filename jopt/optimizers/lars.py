@@ -1,0 +1,8 @@
+"""Placeholder: being written."""
+
+__all__ = ['lars']
+
+def lars(*args, **kwargs):
+  raise NotImplementedError('lars')
+
+

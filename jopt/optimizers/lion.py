@@ -1,0 +1,8 @@
+"""Placeholder: being written."""
+
+__all__ = ['lion']
+
+def lion(*args, **kwargs):
+  raise NotImplementedError('lion')
+
+

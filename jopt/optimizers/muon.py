@@ -1,0 +1,8 @@
+"""Placeholder: being written."""
+
+__all__ = ['muon']
+
+def muon(*args, **kwargs):
+  raise NotImplementedError('muon')
+
+

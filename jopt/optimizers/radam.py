@@ -1,0 +1,8 @@
+"""Placeholder: being written."""
+
+__all__ = ['radam']
+
+def radam(*args, **kwargs):
+  raise NotImplementedError('radam')
+
+

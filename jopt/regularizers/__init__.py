@@ -1,0 +1,9 @@
+"""Regularizers: penalties and weight decay as transforms."""
+
+from jopt.regularizers.weight_decay import (
+    add_decayed_weights as add_decayed_weights,
+)
+
+__all__ = [
+    "add_decayed_weights",
+]

@@ -1,0 +1,60 @@
+"""Shared test problems: a quadratic, Rosenbrock, and a non-quadratic parity loss."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def quadratic_init(dtype=jnp.float32):
+  return {"w": jnp.asarray(np.linspace(-1.5, 1.0, 12).reshape(3, 4), dtype),
+          "b": jnp.asarray(np.linspace(0.5, 2.0, 4), dtype)}
+
+
+def quadratic_loss(p):
+  """0.5 * sum(a * (x - c)^2) with a condition number of 10; minimum 0."""
+  total = jnp.zeros((), jnp.float32)
+  for k, x in sorted(p.items()):
+    x = x.astype(jnp.float32)
+    a = jnp.linspace(1.0, 10.0, x.size, dtype=jnp.float32).reshape(x.shape)
+    c = jnp.full(x.shape, 0.3, jnp.float32)
+    total = total + 0.5 * jnp.sum(a * (x - c) ** 2)
+  return total
+
+
+def rosenbrock_init(dtype=jnp.float32):
+  return {"xy": jnp.asarray([-1.2, 1.0], dtype)}
+
+
+def rosenbrock_loss(p):
+  x, y = p["xy"][0], p["xy"][1]
+  return (1 - x) ** 2 + 100.0 * (y - x * x) ** 2
+
+
+def parity_init(dtype):
+  """A small two-layer model: a 2-D weight (for matrix optimizers) and vectors."""
+  rng = np.random.default_rng(0)
+  return {
+      "w1": jnp.asarray(rng.normal(size=(6, 5)) * 0.5, dtype),
+      "b1": jnp.asarray(rng.normal(size=(5,)) * 0.1, dtype),
+      "w2": jnp.asarray(rng.normal(size=(5, 3)) * 0.5, dtype),
+      "s": jnp.asarray(rng.normal(size=()) + 1.0, dtype),
+  }
+
+
+def parity_loss(p):
+  """Non-quadratic: tanh MLP regression with a log-cosh loss and a quartic term."""
+  dt = p["w1"].dtype
+  rng = np.random.default_rng(1)
+  x = jnp.asarray(rng.normal(size=(16, 6)), dt)
+  y = jnp.asarray(rng.normal(size=(16, 3)), dt)
+  h = jnp.tanh(x @ p["w1"] + p["b1"])
+  out = p["s"] * (h @ p["w2"])
+  r = out - y
+  return jnp.mean(jnp.log(jnp.cosh(r))) + 0.01 * jnp.sum(p["w1"] ** 4)
+
+
+def rel_err(a, b):
+  """Max over leaves of max|a - b| / max|b| (norm-relative, safe near zero entries)."""
+  errs = jax.tree.map(
+      lambda x, y: float(jnp.max(jnp.abs(x - y)) / jnp.maximum(jnp.max(jnp.abs(y)), 1e-30)), a, b)
+  return max(jax.tree.leaves(errs))

@@ -1,0 +1,167 @@
+"""Properties every jopt optimizer must have, parametrized over the registry."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jopt
+from tests import problems
+from tests.registry import all_entries
+
+ENTRIES = all_entries()
+IDS = [e.name for e in ENTRIES]
+
+
+def _run(tx, loss, params, steps):
+  def body(carry, _):
+    p, s = carry
+    g = jax.grad(loss)(p)
+    u, s = tx.update(g, s, p)
+    return (optax.apply_updates(p, u), s), None
+
+  (p, _), _ = jax.jit(lambda p, s: jax.lax.scan(body, (p, s), None, length=steps))(
+      params, tx.init(params))
+  return p
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=IDS)
+def test_is_extra_args_transform(entry):
+  assert isinstance(entry.make(), optax.GradientTransformationExtraArgs)
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=IDS)
+def test_converges_on_quadratic(entry):
+  p0 = problems.quadratic_init()
+  p = _run(entry.make(), problems.quadratic_loss, p0, entry.quadratic_steps)
+  start, end = float(problems.quadratic_loss(p0)), float(problems.quadratic_loss(p))
+  assert np.isfinite(end) and end < 1e-2 * start, (start, end)
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=IDS)
+def test_converges_on_rosenbrock(entry):
+  p0 = problems.rosenbrock_init()
+  args = entry.rosenbrock_args if entry.rosenbrock_args is not None else entry.args
+  p = _run(entry.fn(**args), problems.rosenbrock_loss, p0, entry.rosenbrock_steps)
+  start, end = float(problems.rosenbrock_loss(p0)), float(problems.rosenbrock_loss(p))
+  assert np.isfinite(end) and end < 0.05 * start, (start, end)
+
+
+def _step_fn(tx, counter):
+  def step(p, s):
+    counter.append(1)
+    g = jax.grad(problems.quadratic_loss)(p)
+    u, s = tx.update(g, s, p)
+    return optax.apply_updates(p, u), s
+  return jax.jit(step)
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=IDS)
+def test_no_retrace_on_second_step(entry):
+  tx, traces = entry.make(), []
+  step = _step_fn(tx, traces)
+  p = problems.quadratic_init()
+  s = tx.init(p)
+  p, s = step(p, s)
+  p, s = step(p, s)
+  p, s = step(p, s)
+  assert len(traces) == 1
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=IDS)
+def test_set_hyperparams_does_not_retrace_and_takes_effect(entry):
+  tx, traces = entry.make(), []
+  step = _step_fn(tx, traces)
+  p = problems.quadratic_init()
+  s = tx.init(p)
+  assert "learning_rate" in jopt.hyperparams(s)
+  p1, s1 = step(p, s)
+  zero = jopt.set_hyperparams(s1, learning_rate=0.0)
+  p2, s2 = step(p1, zero)
+  assert len(traces) == 1
+  assert float(jopt.hyperparams(s2)["learning_rate"]) == 0.0
+  # A zero learning rate leaves parameters unchanged (no decoupled decay either:
+  # every jopt optimizer scales its whole update by the learning rate).
+  jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), p2, p1)
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=IDS)
+def test_extra_kwargs_ignored(entry):
+  tx = entry.make()
+  p = problems.quadratic_init()
+  s = tx.init(p)
+  g = jax.grad(problems.quadratic_loss)(p)
+  u1, _ = tx.update(g, s, p)
+  u2, _ = tx.update(g, s, p, value=jnp.asarray(1.0), unknown_keyword="ignored")
+  jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), u1, u2)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16], ids=["f32", "bf16"])
+@pytest.mark.parametrize("entry", ENTRIES, ids=IDS)
+def test_dtype_and_state_stable(entry, dtype):
+  tx = entry.make()
+  p = problems.quadratic_init(dtype)
+  s0 = tx.init(p)
+  g = jax.grad(problems.quadratic_loss)(p)
+  assert all(x.dtype == dtype for x in jax.tree.leaves(g))
+  u, s1 = tx.update(g, s0, p)
+  for leaf in jax.tree.leaves(u):
+    assert leaf.dtype == dtype
+  new_p = optax.apply_updates(p, u)
+  for leaf in jax.tree.leaves(new_p):
+    assert leaf.dtype == dtype
+  assert jax.tree.structure(s0) == jax.tree.structure(s1)
+  for a, b in zip(jax.tree.leaves(s0), jax.tree.leaves(s1)):
+    assert a.shape == b.shape and a.dtype == b.dtype
+  assert all(bool(jnp.all(jnp.isfinite(x.astype(jnp.float32)))) for x in jax.tree.leaves(new_p))
+
+
+@pytest.mark.parametrize("entry", [e for e in ENTRIES if e.mu_dtype_arg], ids=lambda e: e.name)
+def test_float32_moments_for_bf16_params(entry):
+  tx = entry.make(**{entry.mu_dtype_arg: jnp.float32})
+  p = problems.quadratic_init(jnp.bfloat16)
+  s = tx.init(p)
+  float_slots = [x for x in jax.tree.leaves(s) if x.ndim > 0 and x.dtype == jnp.float32]
+  assert float_slots, "mu_dtype=float32 produced no float32 state"
+  g = jax.grad(problems.quadratic_loss)(p)
+  u, s2 = tx.update(g, s, p)
+  assert all(x.dtype == jnp.bfloat16 for x in jax.tree.leaves(optax.apply_updates(p, u)))
+  assert [x.dtype for x in jax.tree.leaves(s2)] == [x.dtype for x in jax.tree.leaves(s)]
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=IDS)
+def test_jit_matches_eager(entry):
+  tx = entry.make()
+  p = problems.quadratic_init()
+  s = tx.init(p)
+  eager_p, jit_p, es, js = p, p, s, s
+  update = jax.jit(tx.update)
+  for _ in range(3):
+    u, es = tx.update(jax.grad(problems.quadratic_loss)(eager_p), es, eager_p)
+    eager_p = optax.apply_updates(eager_p, u)
+    u, js = update(jax.grad(problems.quadratic_loss)(jit_p), js, jit_p)
+    jit_p = optax.apply_updates(jit_p, u)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b),
+                                                       rtol=1e-5, atol=1e-6), eager_p, jit_p)
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=IDS)
+def test_gradient_structure_mismatch_is_a_clear_error(entry):
+  tx = entry.make()
+  p = problems.quadratic_init()
+  s = tx.init(p)
+  bad = {"w": jnp.zeros((3, 4)), "other": jnp.zeros((4,))}
+  with pytest.raises(ValueError, match="structure"):
+    tx.update(bad, s, bad)
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=IDS)
+def test_chains_with_optax_both_ways(entry):
+  p = problems.quadratic_init()
+  g = jax.grad(problems.quadratic_loss)(p)
+  for tx in (optax.chain(optax.clip_by_global_norm(1.0), entry.make()),
+             optax.chain(entry.make(), optax.scale(0.5))):
+    s = tx.init(p)
+    u, s = tx.update(g, s, p)
+    assert jax.tree.structure(u) == jax.tree.structure(p)
