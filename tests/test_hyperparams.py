@@ -1,0 +1,116 @@
+"""Hyperparameters live in state: read, change without retracing, schedules still drive."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jopt
+from tests import problems
+
+
+def test_read_and_set_single_state():
+  s = jopt.adam(1e-3, b1=0.8).init(problems.quadratic_init())
+  hp = jopt.hyperparams(s)
+  assert set(hp) == {"learning_rate", "b1", "b2", "eps", "eps_root"}
+  np.testing.assert_allclose(float(hp["b1"]), 0.8, rtol=1e-7)
+  s2 = jopt.set_hyperparams(s, learning_rate=5e-4, b2=0.95)
+  np.testing.assert_allclose(float(jopt.hyperparams(s2)["learning_rate"]), 5e-4, rtol=1e-6)
+  np.testing.assert_allclose(float(jopt.hyperparams(s2)["b2"]), 0.95, rtol=1e-6)
+  for k in hp:  # dtype, shape and weak type unchanged: a jitted step is not retraced
+    a, b = jopt.hyperparams(s)[k], jopt.hyperparams(s2)[k]
+    assert (a.dtype, a.shape, a.weak_type) == (b.dtype, b.shape, b.weak_type)
+  assert float(jopt.hyperparams(s)["learning_rate"]) == pytest.approx(1e-3)  # s untouched
+
+
+def test_set_changes_the_update_exactly():
+  p = problems.quadratic_init()
+  g = jax.grad(problems.quadratic_loss)(p)
+  tx = jopt.adam(1e-3)
+  s = jopt.set_hyperparams(tx.init(p), learning_rate=2e-3)
+  u_set, _ = tx.update(g, s, p)
+  u_ref, _ = jopt.adam(2e-3).update(g, jopt.adam(2e-3).init(p), p)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), u_set, u_ref)
+
+
+def test_chain_state():
+  tx = optax.chain(optax.clip_by_global_norm(1.0), jopt.adamw(1e-3, weight_decay=0.1))
+  s = tx.init(problems.quadratic_init())
+  assert float(jopt.hyperparams(s)["weight_decay"]) == pytest.approx(0.1)
+  s = jopt.set_hyperparams(s, weight_decay=0.2)
+  assert float(jopt.hyperparams(s[1])["weight_decay"]) == pytest.approx(0.2)
+
+
+def test_ambiguous_and_unknown_names_are_errors():
+  tx = optax.chain(jopt.adam(1e-3), jopt.adam(1e-2))
+  s = tx.init(problems.quadratic_init())
+  with pytest.raises(ValueError, match="sub-state"):
+    jopt.hyperparams(s)
+  with pytest.raises(ValueError, match="learning_rate"):
+    jopt.set_hyperparams(s, learning_rate=1.0)
+  assert float(jopt.hyperparams(s[1])["learning_rate"]) == pytest.approx(1e-2)
+  with pytest.raises(ValueError, match="no hyperparameter named 'lr'"):
+    jopt.set_hyperparams(s[0], lr=1.0)
+
+
+@pytest.mark.parametrize("name,value", [("learning_rate", -1.0), ("learning_rate", float("nan")),
+                                        ("b1", 1.0), ("b2", -0.1), ("eps", -1e-8)])
+def test_set_validates(name, value):
+  s = jopt.adam(1e-3).init(problems.quadratic_init())
+  with pytest.raises(ValueError, match=name):
+    jopt.set_hyperparams(s, **{name: value})
+
+
+def test_schedule_drives_and_is_reported():
+  sched = lambda t: 0.1 / (1.0 + jnp.asarray(t, jnp.float32))  # noqa: E731
+  tx = jopt.adam(sched)
+  p = problems.quadratic_init()
+  s = tx.init(p)
+  assert float(jopt.hyperparams(s)["learning_rate"]) == pytest.approx(0.1)
+  g = jax.grad(problems.quadratic_loss)(p)
+  step = jax.jit(tx.update)
+  for t in range(4):
+    _, s = step(g, s, p)
+    assert float(jopt.hyperparams(s)["learning_rate"]) == pytest.approx(0.1 / (1 + t), rel=1e-6)
+  # Setting a scheduled value is overwritten by the schedule at the next update.
+  s = jopt.set_hyperparams(s, learning_rate=5.0)
+  _, s = step(g, s, p)
+  assert float(jopt.hyperparams(s)["learning_rate"]) == pytest.approx(0.1 / 5, rel=1e-6)
+
+
+def test_set_inside_jit_with_traced_value():
+  tx = jopt.adam(1e-3)
+  p = problems.quadratic_init()
+  traces = []
+
+  @jax.jit
+  def step(p, s, lr):
+    traces.append(1)
+    s = jopt.set_hyperparams(s, learning_rate=lr)
+    u, s = tx.update(jax.grad(problems.quadratic_loss)(p), s, p)
+    return optax.apply_updates(p, u), s
+
+  s = tx.init(p)
+  for lr in (1e-3, 1e-2, 0.0):
+    p2, s = step(p, s, jnp.float32(lr))
+  assert len(traces) == 1
+  jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b), p2, p)  # lr 0: no move
+
+
+def test_changing_lr_every_step_never_recompiles():
+  tx = jopt.adamw(1e-3, weight_decay=1e-2)
+  p = problems.quadratic_init()
+  traces = []
+
+  @jax.jit
+  def step(p, s):
+    traces.append(1)
+    u, s = tx.update(jax.grad(problems.quadratic_loss)(p), s, p)
+    return optax.apply_updates(p, u), s
+
+  s = tx.init(p)
+  for i in range(20):
+    s = jopt.set_hyperparams(s, learning_rate=1e-3 * (i + 1), weight_decay=1e-3 * i)
+    p, s = step(p, s)
+  assert len(traces) == 1
