@@ -1,0 +1,341 @@
+"""Optimizer-step benchmark: jopt vs optax vs torch.optim in one process.
+
+Run:  python -m benchmarks.suite [--quick] [--out benchmarks/results.json]
+
+For each optimizer (adam, adamw, sgd+momentum, lion), size (10M, 50M params) and
+tree shape ("few-large": 4 arrays; "many-small": ~1,000 arrays of mixed 1-D and
+2-D shapes) it measures, after warm-up, the median and min time of one update
+step with buffers donated, the compile time of the first step, the effective
+bandwidth (bytes the step must move / time) as a fraction of this machine's
+measured copy and triad bandwidth, and the optimizer-state bytes. It also times a
+whole train step (loss + grad + update in one jit) of an MLP with few and with many
+parameter arrays. Results go to JSON and to ``benchmarks/RESULTS.md``.
+
+Benchmarks measure; tests assert behaviour. Nothing here is a pass/fail threshold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import jopt
+
+MB = 1 << 20
+# bytes moved per parameter, float32: Adam/AdamW read p, g, m, v and write p, m, v.
+TRAFFIC = {"adam": 7, "adamw": 7, "sgd_momentum": 5, "lion": 5}
+
+
+# ---------------------------------------------------------------- the machine
+def measure_bandwidth(n: int = 50_000_000, repeats: int = 10) -> dict[str, float]:
+  """Copy (2 arrays moved) and triad (3 arrays) bandwidth in GB/s, NumPy and XLA."""
+  a = np.ones(n, np.float32)
+  b = np.ones(n, np.float32)
+  c = np.empty(n, np.float32)
+  out = {}
+
+  def best(fn):
+    ts = []
+    for _ in range(repeats):
+      t0 = time.perf_counter()
+      fn()
+      ts.append(time.perf_counter() - t0)
+    return min(ts)
+
+  out["numpy_copy_gbs"] = 2 * 4 * n / best(lambda: np.copyto(c, a)) / 1e9
+  out["numpy_triad_gbs"] = 3 * 4 * n / best(lambda: np.add(a, b, out=c)) / 1e9
+  xa, xb = jnp.ones(n, jnp.float32), jnp.ones(n, jnp.float32)
+  copy = jax.jit(lambda x: x * 1.0001)
+  triad = jax.jit(lambda x, y: x + 1.5 * y)
+  copy(xa).block_until_ready()
+  triad(xa, xb).block_until_ready()
+  out["xla_copy_gbs"] = 2 * 4 * n / best(lambda: copy(xa).block_until_ready()) / 1e9
+  out["xla_triad_gbs"] = 3 * 4 * n / best(lambda: triad(xa, xb).block_until_ready()) / 1e9
+  out["copy_gbs"] = max(out["numpy_copy_gbs"], out["xla_copy_gbs"])
+  out["triad_gbs"] = max(out["numpy_triad_gbs"], out["xla_triad_gbs"])
+  return out
+
+
+# ---------------------------------------------------------------- tree shapes
+def tree_shapes(total: int, kind: str) -> list[tuple[int, ...]]:
+  """Parameter shapes summing to about ``total`` elements."""
+  if kind == "few-large":
+    q = total // 4
+    side = int(np.sqrt(q))
+    return [(side, q // side)] * 2 + [(q,)] * 2
+  # many-small: ~1,000 arrays like a deep network: per block a matrix, a bias, a norm scale
+  shapes: list[tuple[int, ...]] = []
+  blocks = 333
+  per_block = total // blocks
+  width = int(np.sqrt(per_block))
+  for _ in range(blocks):
+    shapes += [(width, per_block // width - 2), (width,), (width,)]
+  return shapes
+
+
+def make_tree(shapes, seed=0):
+  rng = np.random.default_rng(seed)
+  return {f"p{i:04d}": jnp.asarray(rng.standard_normal(s, dtype=np.float32) * 0.01)
+          for i, s in enumerate(shapes)}
+
+
+def count(tree) -> int:
+  return sum(x.size for x in jax.tree.leaves(tree))
+
+
+# ---------------------------------------------------------------- JAX runners
+def jax_transform(lib: str, name: str):
+  mod = jopt if lib == "jopt" else optax
+  if name == "adam":
+    return mod.adam(1e-3)
+  if name == "adamw":
+    return mod.adamw(1e-3, weight_decay=1e-2)
+  if name == "sgd_momentum":
+    return mod.sgd(1e-3, momentum=0.9)
+  if name == "lion":
+    return mod.lion(1e-4, weight_decay=1e-2)
+  raise ValueError(name)
+
+
+def time_jax_step(tx, params, grads, repeats: int) -> dict[str, float]:
+  def step(p, s, g):
+    u, s = tx.update(g, s, p)
+    return optax.apply_updates(p, u), s
+
+  jstep = jax.jit(step, donate_argnums=(0, 1))
+  params = jax.tree.map(jnp.copy, params)  # donated below: keep the caller's arrays alive
+  state = tx.init(params)
+  state_bytes = sum(x.nbytes for x in jax.tree.leaves(state))
+  t0 = time.perf_counter()
+  compiled = jstep.lower(params, state, grads).compile()
+  compile_s = time.perf_counter() - t0
+  p, s = compiled(params, state, grads)
+  jax.block_until_ready((p, s))
+  times = []
+  for _ in range(repeats + 3):
+    t0 = time.perf_counter()
+    p, s = compiled(p, s, grads)
+    jax.block_until_ready((p, s))
+    times.append(time.perf_counter() - t0)
+  times = times[3:]
+  del p, s
+  return {"median_s": statistics.median(times), "min_s": min(times),
+          "compile_s": compile_s, "state_bytes": state_bytes}
+
+
+# ---------------------------------------------------------------- torch runners
+def time_torch_step(name: str, shapes, impl: str, repeats: int) -> dict[str, float] | None:
+  import torch  # pylint: disable=import-outside-toplevel
+  torch.manual_seed(0)
+  params = [torch.nn.Parameter(torch.randn(s) * 0.01) for s in shapes]
+  for p in params:
+    p.grad = torch.randn_like(p) * 1e-3
+  flags = {"foreach": True} if impl == "foreach" else {"fused": True}
+  if name == "adam":
+    opt = torch.optim.Adam(params, lr=1e-3, **flags)
+  elif name == "adamw":
+    opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=1e-2, **flags)
+  elif name == "sgd_momentum":
+    opt = torch.optim.SGD(params, lr=1e-3, momentum=0.9, **flags)
+  else:
+    return None  # torch has no Lion
+  try:
+    opt.step()
+  except (RuntimeError, TypeError) as e:  # fused not implemented for this optimizer/device
+    return {"error": str(e)[:120]}
+  times = []
+  for _ in range(repeats + 3):
+    t0 = time.perf_counter()
+    opt.step()
+    times.append(time.perf_counter() - t0)
+  times = times[3:]
+  state_bytes = sum(t.numel() * t.element_size() for st in opt.state.values()
+                    for t in st.values() if torch.is_tensor(t) and t.dim() > 0)
+  return {"median_s": statistics.median(times), "min_s": min(times), "compile_s": 0.0,
+          "state_bytes": state_bytes}
+
+
+# ---------------------------------------------------------------- MLP train step
+def mlp_train_step(lib: str, layers: int, width: int, repeats: int) -> dict[str, float]:
+  """A whole jitted train step: forward, backward and an Adam update."""
+  rng = np.random.default_rng(0)
+  params = {}
+  for i in range(layers):
+    params[f"w{i:03d}"] = jnp.asarray(rng.standard_normal((width, width), dtype=np.float32)
+                                      / np.sqrt(width))
+    params[f"b{i:03d}"] = jnp.zeros((width,), jnp.float32)
+    params[f"g{i:03d}"] = jnp.ones((width,), jnp.float32)
+  x = jnp.asarray(rng.standard_normal((256, width), dtype=np.float32))
+  y = jnp.asarray(rng.standard_normal((256, width), dtype=np.float32))
+
+  def loss_fn(p):
+    h = x
+    for i in range(layers):
+      z = h @ p[f"w{i:03d}"] + p[f"b{i:03d}"]
+      h = jnp.tanh(z) * p[f"g{i:03d}"] + h
+    return jnp.mean((h - y) ** 2)
+
+  tx = jax_transform(lib, "adam")
+
+  def step(p, s):
+    loss, g = jax.value_and_grad(loss_fn)(p)
+    u, s = tx.update(g, s, p)
+    return optax.apply_updates(p, u), s, loss
+
+  jstep = jax.jit(step, donate_argnums=(0, 1))
+  state = tx.init(params)
+  t0 = time.perf_counter()
+  compiled = jstep.lower(params, state).compile()
+  compile_s = time.perf_counter() - t0
+  p, s, _ = compiled(params, state)
+  times = []
+  for _ in range(repeats + 3):
+    t0 = time.perf_counter()
+    p, s, loss = compiled(p, s)
+    loss.block_until_ready()
+    times.append(time.perf_counter() - t0)
+  times = times[3:]
+  return {"median_s": statistics.median(times), "min_s": min(times), "compile_s": compile_s,
+          "params": count(params), "leaves": len(params)}
+
+
+# ---------------------------------------------------------------- driver
+def run(quick: bool, repeats: int) -> dict[str, Any]:
+  sizes = [2_000_000] if quick else [10_000_000, 50_000_000]
+  optimizers = ["adam"] if quick else ["adam", "adamw", "sgd_momentum", "lion"]
+  results: dict[str, Any] = {"machine": machine_info(), "bandwidth": measure_bandwidth(
+      10_000_000 if quick else 50_000_000), "steps": [], "mlp": []}
+  bw = results["bandwidth"]
+  for size in sizes:
+    for kind in ("few-large", "many-small"):
+      shapes = tree_shapes(size, kind)
+      params = make_tree(shapes)
+      grads = make_tree(shapes, seed=1)
+      n = count(params)
+      for name in optimizers:
+        rows = {}
+        for lib in ("jopt", "optax"):
+          rows[lib] = time_jax_step(jax_transform(lib, name), params, grads, repeats)
+        for impl in ("foreach", "fused"):
+          r = time_torch_step(name, shapes, impl, repeats)
+          if r is not None:
+            rows[f"torch_{impl}"] = r
+        for lib, r in rows.items():
+          if "median_s" in r:
+            gbs = TRAFFIC[name] * 4 * n / r["median_s"] / 1e9
+            r["bandwidth_gbs"] = gbs
+            r["frac_copy_bw"] = gbs / bw["copy_gbs"]
+            r["frac_triad_bw"] = gbs / bw["triad_gbs"]
+        row = {"optimizer": name, "params": n, "leaves": len(shapes), "shape": kind,
+               "results": rows}
+        j, o = rows["jopt"], rows["optax"]
+        row["jopt_over_optax_throughput"] = o["median_s"] / j["median_s"]
+        row["jopt_over_optax_compile"] = j["compile_s"] / o["compile_s"]
+        for impl in ("foreach", "fused"):
+          t = rows.get(f"torch_{impl}", {})
+          if "median_s" in t:
+            row[f"jopt_over_torch_{impl}_throughput"] = t["median_s"] / j["median_s"]
+        results["steps"].append(row)
+        print(_fmt_row(row), flush=True)
+      del params, grads
+  for layers, width in ((4, 512), (150, 64)) if not quick else ((4, 128), (50, 32)):
+    row = {"layers": layers, "width": width}
+    for lib in ("jopt", "optax"):
+      row[lib] = mlp_train_step(lib, layers, width, repeats)
+    row["jopt_over_optax_throughput"] = row["optax"]["median_s"] / row["jopt"]["median_s"]
+    row["jopt_over_optax_compile"] = row["jopt"]["compile_s"] / row["optax"]["compile_s"]
+    results["mlp"].append(row)
+    print(f"mlp {layers}x{width}: jopt {row['jopt']['median_s']*1e3:.2f} ms, optax "
+          f"{row['optax']['median_s']*1e3:.2f} ms", flush=True)
+  return results
+
+
+def machine_info() -> dict[str, Any]:
+  import torch  # pylint: disable=import-outside-toplevel
+  return {"platform": platform.platform(), "processor": platform.processor(),
+          "cpus": os.cpu_count(), "jax": jax.__version__, "optax": optax.__version__,
+          "torch": torch.__version__, "numpy": np.__version__, "jopt": jopt.__version__,
+          "device": str(jax.devices()[0].device_kind), "backend": jax.default_backend(),
+          "torch_threads": torch.get_num_threads()}
+
+
+def _fmt_row(row):
+  r = row["results"]
+  cells = [f"{row['optimizer']:>12} {row['params']/1e6:5.1f}M {row['shape']:>10}"]
+  for lib, v in r.items():
+    if "median_s" in v:
+      cells.append(f"{lib} {v['median_s']*1e3:8.2f} ms")
+  return " | ".join(cells)
+
+
+def write_markdown(results: dict[str, Any], path: str) -> None:
+  m, bw = results["machine"], results["bandwidth"]
+  lines = ["# Benchmark results", "",
+           "Generated by `python -m benchmarks.suite`; do not edit by hand.", "",
+           f"- machine: {m['platform']}, {m['cpus']} CPUs, backend {m['backend']} ({m['device']})",
+           f"- versions: jax {m['jax']}, optax {m['optax']}, torch {m['torch']}, "
+           f"numpy {m['numpy']}, jopt {m['jopt']}",
+           f"- measured bandwidth: copy {bw['copy_gbs']:.1f} GB/s, triad {bw['triad_gbs']:.1f} GB/s",
+           "", "## One optimizer step (float32, buffers donated)", "",
+           "Times are medians over the repeats (min in brackets). `bw` is the bytes the step"
+           " must move divided by the median time, as a fraction of the copy bandwidth.", "",
+           "| optimizer | params | arrays | impl | step ms | bw | compile s | state MB |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+  for row in results["steps"]:
+    for lib, v in row["results"].items():
+      if "median_s" not in v:
+        lines.append(f"| {row['optimizer']} | {row['params']/1e6:.1f}M | {row['leaves']} | {lib}"
+                     f" | n/a ({v.get('error', '')[:40]}) | | | |")
+        continue
+      lines.append(
+          f"| {row['optimizer']} | {row['params']/1e6:.1f}M | {row['leaves']} | {lib} | "
+          f"{v['median_s']*1e3:.2f} ({v['min_s']*1e3:.2f}) | {v['frac_copy_bw']:.2f} | "
+          f"{v['compile_s']:.2f} | {v['state_bytes']/MB:.0f} |")
+  lines += ["", "## Ratios (higher throughput ratio = jopt faster)", "",
+            "| optimizer | params | arrays | jopt/optax throughput | jopt/optax compile time |"
+            " jopt/torch foreach | jopt/torch fused |", "| --- | --- | --- | --- | --- | --- | --- |"]
+  for row in results["steps"]:
+    lines.append(
+        f"| {row['optimizer']} | {row['params']/1e6:.1f}M | {row['leaves']} | "
+        f"{row['jopt_over_optax_throughput']:.2f}x | {row['jopt_over_optax_compile']:.2f}x | "
+        f"{row.get('jopt_over_torch_foreach_throughput', float('nan')):.2f}x | "
+        f"{row.get('jopt_over_torch_fused_throughput', float('nan')):.2f}x |")
+  lines += ["", "## Whole train step of an MLP (loss + grad + Adam update, one jit)", "",
+            "| layers x width | arrays | params | jopt ms | optax ms | jopt/optax throughput |"
+            " jopt compile s | optax compile s |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+  for row in results["mlp"]:
+    j, o = row["jopt"], row["optax"]
+    lines.append(f"| {row['layers']}x{row['width']} | {j['leaves']} | {j['params']/1e6:.2f}M | "
+                 f"{j['median_s']*1e3:.2f} | {o['median_s']*1e3:.2f} | "
+                 f"{row['jopt_over_optax_throughput']:.2f}x | {j['compile_s']:.2f} | "
+                 f"{o['compile_s']:.2f} |")
+  with open(path, "w") as f:
+    f.write("\n".join(lines) + "\n")
+
+
+def main(argv=None):
+  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  ap.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+  ap.add_argument("--repeats", type=int, default=30)
+  ap.add_argument("--out", default="benchmarks/results.json")
+  ap.add_argument("--markdown", default="benchmarks/RESULTS.md")
+  args = ap.parse_args(argv)
+  results = run(args.quick, args.repeats)
+  with open(args.out, "w") as f:
+    json.dump(results, f, indent=1)
+  write_markdown(results, args.markdown)
+  print(f"wrote {args.out} and {args.markdown}")
+
+
+if __name__ == "__main__":
+  main()
