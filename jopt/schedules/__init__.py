@@ -27,6 +27,7 @@ from jopt.schedules.wsd import (
 )
 from jopt.schedules.plateau import (
     reduce_on_plateau as reduce_on_plateau,
+    ReduceOnPlateauState as ReduceOnPlateauState,
 )
 
 __all__ = [
@@ -46,4 +47,5 @@ __all__ = [
     "cyclic_schedule",
     "warmup_stable_decay_schedule",
     "reduce_on_plateau",
+    "ReduceOnPlateauState",
 ]
