@@ -54,7 +54,13 @@ def parity_loss(p):
 
 
 def rel_err(a, b):
-  """Max over leaves of max|a - b| / max|b| (norm-relative, safe near zero entries)."""
-  errs = jax.tree.map(
-      lambda x, y: float(jnp.max(jnp.abs(x - y)) / jnp.maximum(jnp.max(jnp.abs(y)), 1e-30)), a, b)
-  return max(jax.tree.leaves(errs))
+  """Max over leaves of max|a - b| / max|b| (norm-relative, safe near zero entries).
+
+  A non-finite value on either side is an infinite error, never a match.
+  """
+  def one(x, y):
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+      return float("inf")
+    return float(np.max(np.abs(x - y)) / max(float(np.max(np.abs(y))), 1e-30))
+  return max(jax.tree.leaves(jax.tree.map(one, a, b)))

@@ -1,8 +1,92 @@
-"""Placeholder: being written."""
+"""Adagrad: steps scaled by the root of the running sum of squared gradients."""
 
-__all__ = ['adagrad']
+from __future__ import annotations
 
-def adagrad(*args, **kwargs):
-  raise NotImplementedError('adagrad')
+from typing import Any
+
+import jax.numpy as jnp
+
+from jopt._core.hyperparams import HyperSpec, ScalarOrSchedule, state_class
+from jopt._core.leafwise import leafwise
+from jopt.optimizers._fill import dtype_slot, init_value
+
+__all__ = ["adagrad", "AdagradState"]
+
+AdagradState = state_class(
+    "AdagradState", ("sum_of_squares",),
+    "State of jopt.adagrad: count, hyperparams, sum_of_squares (the accumulator G).")
 
 
+def _adagrad_rule(eps_in_sqrt: bool):
+  def step(g, p, slots, h, flags):
+    del p, flags
+    (acc,) = slots
+    acc = acc + g * g
+    if eps_in_sqrt:
+      scale = jnp.where(acc > 0, 1 / jnp.sqrt(acc + h["eps"]), 0)
+    else:
+      scale = jnp.where(acc > 0, 1 / (jnp.sqrt(acc) + h["eps"]), 0)
+    lr = h["learning_rate"] / (1 + (h["t"] - 1) * h["lr_decay"])
+    return -lr * (scale * g), (acc,)
+
+  return step
+
+
+def adagrad(
+    learning_rate: ScalarOrSchedule,
+    initial_accumulator_value: float = 0.1,
+    eps: ScalarOrSchedule = 1e-7,
+    *,
+    eps_in_sqrt: bool = True,
+    nu_dtype: Any = None,
+    lr_decay: ScalarOrSchedule = 0.0,
+):
+  r"""Adagrad: per-coordinate steps shrinking with the sum of all squared gradients.
+
+  .. math::
+    G_t = G_{t-1} + g_t^2,\qquad G_0 = G_{init} \\
+    \eta'_t = \eta_t / (1 + (t-1)\,\delta) \\
+    u_t = \begin{cases} -\eta'_t\, g_t / \sqrt{G_t + \epsilon} & \texttt{eps\_in\_sqrt} \\
+                        -\eta'_t\, g_t / (\sqrt{G_t} + \epsilon) & \text{otherwise}
+          \end{cases}
+
+  and :math:`u_t = 0` wherever :math:`G_t = 0` (a coordinate that has only seen
+  zero gradients does not move, even with :math:`\epsilon = 0`).
+
+  Same names and defaults as ``optax.adagrad`` (which puts :math:`\epsilon`
+  inside the root and starts :math:`G` at 0.1). ``torch.optim.Adagrad`` puts
+  :math:`\epsilon` outside the root, starts :math:`G` at 0 and uses
+  :math:`\epsilon = 10^{-10}`, :math:`\eta = 10^{-2}`: ``jopt.adagrad(lr,
+  initial_accumulator_value=0.0, eps=1e-10, eps_in_sqrt=False, lr_decay=...)``
+  reproduces it step for step. Torch's ``weight_decay=λ`` is
+  ``optax.chain(jopt.add_decayed_weights(λ), jopt.adagrad(...))``.
+
+  Args:
+    learning_rate: step size :math:`\eta`, a number or a schedule ``step -> value``.
+    initial_accumulator_value: :math:`G_{init}` >= 0, the accumulator's value
+      at init (a number; it is not kept as a hyperparameter since it only
+      matters once).
+    eps: :math:`\epsilon` >= 0.
+    eps_in_sqrt: add :math:`\epsilon` inside the square root (optax) or outside
+      it (torch).
+    nu_dtype: storage dtype of :math:`G` (default: the parameter's). The update
+      is always computed in at least float32.
+    lr_decay: :math:`\delta` >= 0, torch's learning-rate decay; 0 (the default)
+      leaves :math:`\eta` unchanged.
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs`` with state :class:`AdagradState`.
+
+  Example:
+    >>> tx = jopt.adagrad(0.1)
+    >>> state = tx.init(params)
+    >>> updates, state = tx.update(grads, state)
+
+  Reference: Duchi, Hazan & Singer, *Adaptive Subgradient Methods for Online
+  Learning and Stochastic Optimization*, JMLR 2011.
+  """
+  g0 = init_value("initial_accumulator_value", initial_accumulator_value, "adagrad: ")
+  hyper = HyperSpec("adagrad", learning_rate=learning_rate, eps=eps, lr_decay=lr_decay)
+  return leafwise("adagrad", AdagradState, hyper,
+                  {"sum_of_squares": dtype_slot("nu_dtype", nu_dtype, "adagrad: ", g0)},
+                  _adagrad_rule(bool(eps_in_sqrt)))

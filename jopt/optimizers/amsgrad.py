@@ -1,8 +1,105 @@
-"""Placeholder: being written."""
+"""AMSGrad: Adam whose second moment never decreases."""
 
-__all__ = ['amsgrad']
+from __future__ import annotations
 
-def amsgrad(*args, **kwargs):
-  raise NotImplementedError('amsgrad')
+from typing import Any
+
+import jax.numpy as jnp
+
+from jopt._core.hyperparams import HyperSpec, ScalarOrSchedule, state_class
+from jopt._core.leafwise import leafwise
+from jopt.optimizers._fill import dtype_slot
+
+__all__ = ["amsgrad", "AmsgradState"]
+
+AmsgradState = state_class(
+    "AmsgradState", ("mu", "nu", "nu_max"),
+    "State of jopt.amsgrad: count, hyperparams, mu, nu and nu_max (running maximum).")
 
 
+def _scalars(h):
+  t = h["t"]
+  return {"bc1": 1 - h["b1"] ** t, "bc2": 1 - h["b2"] ** t}
+
+
+def _amsgrad_rule(bias_correction_mu: bool, bias_correction_nu: bool):
+  def step(g, p, slots, h, flags):
+    del p, flags
+    mu, nu, nu_max = slots
+    b1, b2 = h["b1"], h["b2"]
+    mu = (1 - b1) * g + b1 * mu
+    nu = (1 - b2) * (g * g) + b2 * nu
+    m_hat = mu / h["bc1"] if bias_correction_mu else mu
+    v_eff = nu / h["bc2"] if bias_correction_nu else nu
+    nu_max = jnp.maximum(nu_max, v_eff)
+    u = m_hat / (jnp.sqrt(nu_max + h["eps_root"]) + h["eps"])
+    return -h["learning_rate"] * u, (mu, nu, nu_max)
+
+  return step
+
+
+def amsgrad(
+    learning_rate: ScalarOrSchedule,
+    b1: ScalarOrSchedule = 0.9,
+    b2: ScalarOrSchedule = 0.999,
+    eps: ScalarOrSchedule = 1e-8,
+    eps_root: ScalarOrSchedule = 0.0,
+    mu_dtype: Any = None,
+    bias_correction_mu: bool = True,
+    bias_correction_nu: bool = True,
+    *,
+    nu_dtype: Any = None,
+):
+  r"""AMSGrad: Adam normalised by the running maximum of its second moment.
+
+  .. math::
+    m_t = \beta_1 m_{t-1} + (1-\beta_1) g_t,\quad
+    v_t = \beta_2 v_{t-1} + (1-\beta_2) g_t^2 \\
+    \hat m_t = m_t/(1-\beta_1^t),\quad \hat v_t = v_t/(1-\beta_2^t),\quad
+    \bar v_t = \max(\bar v_{t-1}, \hat v_t) \\
+    u_t = -\eta_t\, \hat m_t / (\sqrt{\bar v_t + \bar\epsilon} + \epsilon)
+
+  ``bias_correction_mu=False`` uses :math:`m_t` for :math:`\hat m_t`, and
+  ``bias_correction_nu=False`` takes the maximum of the raw :math:`v_t` (both
+  off: the algorithm of Reddi et al.).
+
+  Same names, defaults and results as ``optax.amsgrad``: the maximum is taken
+  over *bias-corrected* second moments. ``torch.optim.Adam(amsgrad=True)``
+  instead keeps the maximum of the raw :math:`v_t` and divides it by the
+  current :math:`1-\beta_2^t`; with the default :math:`\beta_2` the two differ
+  only in the first steps, but they are not the same rule.
+
+  Args:
+    learning_rate: step size :math:`\eta`, a number or a schedule ``step -> value``.
+    b1: :math:`\beta_1` in [0, 1).
+    b2: :math:`\beta_2` in [0, 1).
+    eps: :math:`\epsilon` >= 0, outside the square root.
+    eps_root: :math:`\bar\epsilon` >= 0, inside the square root.
+    mu_dtype: storage dtype of :math:`m` (default: the parameter's).
+    bias_correction_mu: divide :math:`m_t` by :math:`1-\beta_1^t`.
+    bias_correction_nu: divide :math:`v_t` by :math:`1-\beta_2^t` before the maximum.
+    nu_dtype: storage dtype of :math:`v` and :math:`\bar v` (default: the
+      parameter's). The update is always computed in at least float32.
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs`` with state :class:`AmsgradState`.
+
+  Example:
+    >>> tx = jopt.amsgrad(1e-3)
+    >>> state = tx.init(params)
+    >>> updates, state = tx.update(grads, state)
+
+  Reference: Reddi, Kale & Kumar, *On the Convergence of Adam and Beyond*, ICLR 2018.
+  """
+  hyper = HyperSpec("amsgrad", learning_rate=learning_rate, b1=b1, b2=b2, eps=eps,
+                    eps_root=eps_root)
+  mu_slot = dtype_slot("mu_dtype", mu_dtype, "amsgrad: ")
+  nu_slot = dtype_slot("nu_dtype", nu_dtype, "amsgrad: ")
+  return leafwise(
+      "amsgrad",
+      AmsgradState,
+      hyper,
+      {"mu": mu_slot, "nu": nu_slot, "nu_max": nu_slot},
+      _amsgrad_rule(bool(bias_correction_mu), bool(bias_correction_nu)),
+      scalars=_scalars,
+  )

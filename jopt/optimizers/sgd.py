@@ -1,8 +1,125 @@
-"""Placeholder: being written."""
+"""SGD: plain, heavy-ball momentum and Nesterov momentum, with optional coupled L2."""
 
-__all__ = ['sgd']
+from __future__ import annotations
 
-def sgd(*args, **kwargs):
-  raise NotImplementedError('sgd')
+from typing import Any
+
+from jopt._core.hyperparams import HyperSpec, ScalarOrSchedule, state_class
+from jopt._core.leafwise import leafwise
+from jopt._core.tree import full_like
+from jopt.optimizers._fill import dtype_slot
+
+__all__ = ["sgd", "SgdState", "SgdMomentumState"]
+
+SgdState = state_class(
+    "SgdState", ("tree",),
+    "State of jopt.sgd without momentum: count, hyperparams, tree (one zero-size"
+    " array per parameter, kept only so update can check the gradient tree).")
+SgdMomentumState = state_class(
+    "SgdMomentumState", ("momentum",),
+    "State of jopt.sgd with momentum: count, hyperparams, momentum (the buffer m).")
 
 
+def _has_weight_decay(weight_decay: Any) -> bool:
+  """Static: does this value add an L2 term (a schedule always may)?"""
+  return callable(weight_decay) or weight_decay != 0
+
+
+def _structure_slot(p):
+  """A zero-size array for each parameter: the state then has the parameter
+  tree's structure, so a mismatched gradient tree is caught (plain SGD keeps
+  no other per-parameter state)."""
+  return full_like(p, 0, p.dtype, shape=(0,))
+
+
+def _sgd_rule(use_momentum: bool, nesterov: bool, decay: bool):
+  def step(g, p, slots, h, flags):
+    del flags
+    if decay:
+      g = g + h["weight_decay"] * p
+    if not use_momentum:
+      return -h["learning_rate"] * g, slots
+    (m,) = slots
+    m = g + h["momentum"] * m
+    d = g + h["momentum"] * m if nesterov else m
+    return -h["learning_rate"] * d, (m,)
+
+  return step
+
+
+def sgd(
+    learning_rate: ScalarOrSchedule,
+    momentum: ScalarOrSchedule | None = None,
+    nesterov: bool = False,
+    accumulator_dtype: Any = None,
+    *,
+    weight_decay: ScalarOrSchedule = 0.0,
+):
+  r"""Stochastic gradient descent, optionally with (Nesterov) momentum.
+
+  With :math:`\tilde g_t = g_t + \lambda\,\theta_{t-1}` (coupled L2, off when
+  :math:`\lambda = 0`):
+
+  .. math::
+    \text{plain:}\quad u_t = -\eta_t\,\tilde g_t \\
+    m_t = \mu\, m_{t-1} + \tilde g_t,\qquad
+    u_t = \begin{cases} -\eta_t\, m_t & \text{heavy ball} \\
+                        -\eta_t\,(\tilde g_t + \mu\, m_t) & \text{nesterov}
+          \end{cases}
+
+  with :math:`m_0 = 0`. Same names and defaults as ``optax.sgd``; with
+  ``weight_decay`` it is also step for step ``torch.optim.SGD(lr, momentum,
+  weight_decay=..., nesterov=...)`` with ``dampening=0`` (torch starts its
+  buffer at :math:`\tilde g_1`, which is the same as :math:`m_0 = 0` here).
+  The momentum buffer holds gradients, not steps, so a changed learning rate
+  takes effect at once.
+
+  Args:
+    learning_rate: step size :math:`\eta`, a number or a schedule ``step -> value``.
+    momentum: :math:`\mu` in [0, 1), a number or a schedule; ``None`` (the
+      default) keeps no buffer at all.
+    nesterov: use the Nesterov form; needs ``momentum``.
+    accumulator_dtype: storage dtype of the momentum buffer (default: the
+      parameter's). The update is always computed in at least float32.
+    weight_decay: :math:`\lambda` >= 0, coupled L2 added to the gradient before
+      the momentum (a jopt addition, as ``torch.optim.SGD``'s ``weight_decay``).
+      The default 0 adds no term, keeps no hyperparameter and needs no params;
+      a nonzero value or a schedule lives in ``state.hyperparams`` and then
+      ``update`` needs ``params``. Same as
+      ``optax.chain(jopt.add_decayed_weights(weight_decay), jopt.sgd(...))``.
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs`` with state :class:`SgdState`
+    (no momentum) or :class:`SgdMomentumState`.
+
+  Raises:
+    ValueError: a hyperparameter outside its range, or ``nesterov`` without
+      ``momentum``.
+
+  Example:
+    >>> tx = jopt.sgd(0.1, momentum=0.9, nesterov=True)
+    >>> state = tx.init(params)
+    >>> updates, state = tx.update(grads, state)
+
+  Reference: Sutskever et al., *On the importance of initialization and momentum
+  in deep learning*, ICML 2013.
+  """
+  if nesterov and momentum is None:
+    raise ValueError(
+        "sgd: nesterov=True needs momentum; pass momentum in [0, 1), e.g."
+        " sgd(learning_rate, momentum=0.9, nesterov=True).")
+  values: dict[str, Any] = dict(learning_rate=learning_rate)
+  use_momentum = momentum is not None
+  if use_momentum:
+    values["momentum"] = momentum
+  decay = _has_weight_decay(weight_decay)
+  if decay:
+    values["weight_decay"] = weight_decay
+  hyper = HyperSpec("sgd", **values)
+  momentum_slot = dtype_slot("accumulator_dtype", accumulator_dtype, "sgd: ")
+  if use_momentum:
+    state_cls, slots = SgdMomentumState, {"momentum": momentum_slot}
+  else:
+    state_cls, slots = SgdState, {"tree": _structure_slot}
+  return leafwise("sgd", state_cls, hyper, slots,
+                  _sgd_rule(use_momentum, bool(nesterov), decay), needs_params=decay)

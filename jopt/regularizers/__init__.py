@@ -2,8 +2,10 @@
 
 from jopt.regularizers.weight_decay import (
     add_decayed_weights as add_decayed_weights,
+    AddDecayedWeightsState as AddDecayedWeightsState,
 )
 
 __all__ = [
     "add_decayed_weights",
+    "AddDecayedWeightsState",
 ]

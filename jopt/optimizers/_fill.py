@@ -1,0 +1,46 @@
+"""Slot initializers for the classic optimizers: dtype options checked by name,
+and slots that start at a constant other than zero (Adagrad, RMSProp)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax.numpy as jnp
+
+from jopt._core import validate
+from jopt._core.leafwise import slot_zeros
+from jopt._core.tree import full_like
+
+__all__ = ["init_value", "slot_full", "dtype_slot"]
+
+
+def init_value(name: str, value: Any, where: str) -> float:
+  """A number used only to fill a slot at init: validated, never a schedule."""
+  if validate.is_schedule(value):
+    raise TypeError(
+        f"{where}{name} only sets the accumulator's starting value, so it must be"
+        f" a number, not a schedule; got {value!r}.")
+  validate.check_hyperparam(name, value, where)
+  return float(value)
+
+
+def dtype_slot(name: str, dtype: Any, where: str, fill: float = 0.0):
+  """A slot initializer for the dtype option ``name``; a non-float dtype is a
+  ``TypeError`` naming that option."""
+  if dtype is not None:
+    try:
+      ok = jnp.issubdtype(jnp.dtype(dtype), jnp.floating)
+    except TypeError:
+      ok = False
+    if not ok:
+      raise TypeError(
+          f"{where}{name}={dtype!r} must be a floating dtype (e.g. jnp.float32 or"
+          " jnp.bfloat16) or None for the parameter's dtype.")
+  return slot_full(fill, dtype) if fill else slot_zeros(dtype)
+
+
+def slot_full(value: float, dtype: Any = None):
+  """A slot initializer: ``value`` everywhere, shaped and sharded like the parameter."""
+  slot_zeros(dtype)  # validates dtype
+  dtype = None if dtype is None else jnp.dtype(dtype)
+  return lambda p: full_like(p, value, dtype)
