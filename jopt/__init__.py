@@ -9,6 +9,8 @@ from jopt._core.hyperparams import (
     set_hyperparams as set_hyperparams,
 )
 from jopt.optimizers import (
+    adam_8bit as adam_8bit,
+    adamw_8bit as adamw_8bit,
     adam as adam,
     adamw as adamw,
     nadam as nadam,
@@ -27,9 +29,30 @@ from jopt.optimizers import (
     muon as muon,
     schedule_free_adamw as schedule_free_adamw,
     schedule_free_eval_params as schedule_free_eval_params,
+    AdadeltaState as AdadeltaState,
+    AdafactorMomentumState as AdafactorMomentumState,
+    AdafactorState as AdafactorState,
+    AdagradState as AdagradState,
+    Adam8bitState as Adam8bitState,
+    AdamState as AdamState,
+    AdamaxState as AdamaxState,
+    AmsgradState as AmsgradState,
+    CenteredRmspropMomentumState as CenteredRmspropMomentumState,
+    CenteredRmspropState as CenteredRmspropState,
+    LambState as LambState,
+    LarsState as LarsState,
+    LionState as LionState,
+    MuonState as MuonState,
+    RadamState as RadamState,
+    RmspropMomentumState as RmspropMomentumState,
+    RmspropState as RmspropState,
+    ScheduleFreeState as ScheduleFreeState,
+    SgdMomentumState as SgdMomentumState,
+    SgdState as SgdState,
 )
 from jopt.regularizers import (
     add_decayed_weights as add_decayed_weights,
+    AddDecayedWeightsState as AddDecayedWeightsState,
 )
 from jopt.schedules import (
     constant_schedule as constant_schedule,
@@ -48,6 +71,11 @@ from jopt.schedules import (
     cyclic_schedule as cyclic_schedule,
     warmup_stable_decay_schedule as warmup_stable_decay_schedule,
     reduce_on_plateau as reduce_on_plateau,
+    ReduceOnPlateauState as ReduceOnPlateauState,
+)
+from jopt.wrappers import (
+    accumulate as accumulate,
+    AccumulateState as AccumulateState,
 )
 
 __version__ = "0.1.0"
@@ -55,6 +83,8 @@ __version__ = "0.1.0"
 __all__ = [
     "hyperparams",
     "set_hyperparams",
+    "adam_8bit",
+    "adamw_8bit",
     "adam",
     "adamw",
     "nadam",
@@ -73,7 +103,28 @@ __all__ = [
     "muon",
     "schedule_free_adamw",
     "schedule_free_eval_params",
+    "AdadeltaState",
+    "AdafactorMomentumState",
+    "AdafactorState",
+    "AdagradState",
+    "Adam8bitState",
+    "AdamState",
+    "AdamaxState",
+    "AmsgradState",
+    "CenteredRmspropMomentumState",
+    "CenteredRmspropState",
+    "LambState",
+    "LarsState",
+    "LionState",
+    "MuonState",
+    "RadamState",
+    "RmspropMomentumState",
+    "RmspropState",
+    "ScheduleFreeState",
+    "SgdMomentumState",
+    "SgdState",
     "add_decayed_weights",
+    "AddDecayedWeightsState",
     "constant_schedule",
     "linear_schedule",
     "polynomial_schedule",
@@ -90,4 +141,7 @@ __all__ = [
     "cyclic_schedule",
     "warmup_stable_decay_schedule",
     "reduce_on_plateau",
+    "ReduceOnPlateauState",
+    "accumulate",
+    "AccumulateState",
 ]

@@ -36,6 +36,8 @@ class OptimizerChoice:
 OPTIMIZERS: dict[str, OptimizerChoice] = {
     "adam": OptimizerChoice(3e-3),
     "adamw": OptimizerChoice(3e-3, dict(weight_decay=1e-4)),
+    "adam_8bit": OptimizerChoice(3e-3),
+    "adamw_8bit": OptimizerChoice(3e-3, dict(weight_decay=1e-4)),
     "nadam": OptimizerChoice(3e-3),
     "nadamw": OptimizerChoice(3e-3, dict(weight_decay=1e-4)),
     "sgd": OptimizerChoice(0.1, dict(momentum=0.9)),

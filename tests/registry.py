@@ -22,8 +22,10 @@ class Entry:
   rosenbrock_args: dict[str, Any] | None = None  # args for Rosenbrock (default: args)
   rosenbrock_steps: int = 3000
   quadratic_steps: int = 500
-  needs_params: bool = False
   mu_dtype_arg: str | None = "mu_dtype"       # name of the first-moment dtype option, if any
+  # A zero learning rate freezes the parameters. Schedule-free methods keep moving
+  # the evaluation point toward the running average, by design, so they set False.
+  zero_lr_freezes: bool = True
 
   def make(self, **overrides):
     return self.fn(**{**self.args, **overrides})

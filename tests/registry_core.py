@@ -16,4 +16,10 @@ ENTRIES = [
           parity=(dict(learning_rate=0.01, b2=0.99),)),
     Entry("nadamw", jopt.nadamw, dict(learning_rate=0.1, weight_decay=1e-3), optax.nadamw,
           parity=(dict(learning_rate=0.01, weight_decay=0.1),)),
+    # min_8bit_size=0 and small blocks: every test parameter takes the quantized path
+    Entry("adam_8bit", jopt.adam_8bit, dict(learning_rate=0.1, block_size=4, min_8bit_size=0),
+          mu_dtype_arg=None),
+    Entry("adamw_8bit", jopt.adamw_8bit,
+          dict(learning_rate=0.1, weight_decay=1e-3, block_size=8, min_8bit_size=0),
+          mu_dtype_arg=None),
 ]

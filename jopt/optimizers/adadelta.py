@@ -103,4 +103,5 @@ def adadelta(
       _adadelta_rule(decay),
       needs_params=decay,
       masks={"decay": weight_decay_mask} if decay else None,
+      elementwise=True,
   )

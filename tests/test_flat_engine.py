@@ -1,0 +1,111 @@
+"""The flat multi-tensor engine: same numbers as per-leaf state, few state arrays."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+
+import jopt
+from jopt._core.flat import FlatSlot, layout_override
+from tests import problems
+from tests.registry import all_entries
+
+
+def _is_flat(state):
+  return any(isinstance(x, FlatSlot)
+             for x in jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, FlatSlot)))
+
+
+FLAT = [e for e in all_entries() if _is_flat(e.make().init(problems.quadratic_init()))]
+EXPECTED_FLAT = {"adam", "adamw", "nadam", "nadamw", "sgd_momentum", "sgd_nesterov", "adagrad",
+                 "rmsprop", "rmsprop_centered", "adadelta", "amsgrad", "adamax", "radam", "lion"}
+
+
+def test_elementwise_optimizers_use_the_flat_engine():
+  assert EXPECTED_FLAT <= {e.name for e in FLAT}
+
+
+def _trajectory(entry, mode, steps=60):
+  p = problems.parity_init(jnp.float64)
+  args = entry.parity[-1] if entry.parity else entry.args
+  with layout_override(mode):
+    tx = entry.fn(**args)
+    s = tx.init(p)
+  assert _is_flat(s) == (mode == "flat")
+  step = jax.jit(lambda p, s: (lambda us: (optax.apply_updates(p, us[0]), us[1]))(
+      tx.update(jax.grad(problems.parity_loss)(p), s, p)))
+  for _ in range(steps):
+    p, s = step(p, s)
+  return p, s
+
+
+@pytest.mark.parametrize("entry", FLAT, ids=[e.name for e in FLAT])
+def test_flat_equals_per_leaf_float64(entry, x64):
+  p_flat, s_flat = _trajectory(entry, "flat")
+  p_leaf, s_leaf = _trajectory(entry, "per_leaf")
+  assert problems.rel_err(p_flat, p_leaf) <= 1e-13
+  slots_flat = [x.tree() for x in jax.tree.leaves(s_flat, is_leaf=lambda x: isinstance(x, FlatSlot))
+                if isinstance(x, FlatSlot)]
+  assert slots_flat
+  for tree in slots_flat:
+    assert jax.tree.structure(tree) == jax.tree.structure(p_leaf)
+
+
+def test_groups_by_dtype_and_mask():
+  p = {"a": jnp.ones((3, 4)), "b": jnp.ones((5,)), "c": jnp.ones((2, 2), jnp.bfloat16),
+       "d": jnp.ones((7,))}
+  tx = jopt.adamw(0.1, mask={"a": True, "b": False, "c": True, "d": True})
+  s = tx.init(p)
+  assert isinstance(s.mu, FlatSlot)
+  groups = s.mu.layout.groups
+  assert len(groups) == 3  # (f32, decay), (f32, no decay), (bf16, decay)
+  assert sorted(b.shape[0] for b in s.mu.buffers) == [4, 5, 19]
+  assert {b.dtype for b in s.mu.buffers} == {jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16)}
+  u, s = tx.update(p, s, p)
+  assert jax.tree.structure(u) == jax.tree.structure(p)
+  assert u["c"].dtype == jnp.bfloat16 and u["a"].shape == (3, 4)
+
+
+def test_many_leaves_become_few_state_arrays():
+  p = {f"w{i:04d}": jnp.ones((i % 7 + 1, 3)) for i in range(1000)}
+  s = jopt.adam(1e-3).init(p)
+  assert len(jax.tree.leaves(s)) <= 10  # count, 5 hyperparameters, mu, nu
+  with layout_override("per_leaf"):
+    assert len(jax.tree.leaves(jopt.adam(1e-3).init(p))) == 2006
+
+
+def test_sharded_params_keep_per_leaf_state():
+  mesh = jax.make_mesh((8,), ("d",), axis_types=(AxisType.Auto,))
+  p = {"w": jax.device_put(jnp.ones((8, 4)), NamedSharding(mesh, P("d", None))),
+       "b": jnp.ones((3,))}
+  s = jopt.adam(1e-3).init(p)
+  assert not _is_flat(s)
+  assert s.mu["w"].sharding.is_equivalent_to(p["w"].sharding, 2)
+  # replicated over every device counts as unsharded
+  r = {"w": jax.device_put(jnp.ones((8, 4)), NamedSharding(mesh, P()))}
+  assert _is_flat(jopt.adam(1e-3).init(r))
+
+
+def test_checkpoint_round_trip_through_numpy():
+  """State leaves saved as plain arrays restore into tx.init's structure exactly."""
+  tx = jopt.adamw(0.05, weight_decay=0.1)
+  p = problems.parity_init(jnp.float32)
+  s = tx.init(p)
+  step = jax.jit(lambda p, s: (lambda us: (optax.apply_updates(p, us[0]), us[1]))(
+      tx.update(jax.grad(problems.parity_loss)(p), s, p)))
+  for _ in range(5):
+    p, s = step(p, s)
+  saved = [np.asarray(x) for x in jax.tree.leaves(s)]
+  restored = jax.tree.unflatten(jax.tree.structure(tx.init(p)), [jnp.asarray(x) for x in saved])
+  a, _ = step(p, s)
+  b, _ = step(p, restored)
+  jax.tree.map(np.testing.assert_array_equal, a, b)
+
+
+def test_flat_structure_mismatch_is_an_error():
+  tx = jopt.adam(1e-3)
+  s = tx.init({"a": jnp.ones(3), "b": jnp.ones(2)})
+  with pytest.raises(ValueError, match="structure"):
+    tx.update({"a": jnp.ones(3), "c": jnp.ones(2)}, s)
