@@ -19,16 +19,24 @@ def _adam_scalars(h):
   return {"bc1": 1 - h["b1"] ** t, "bc2": 1 - h["b2"] ** t, "bc1_next": 1 - h["b1"] ** (t + 1)}
 
 
+def update_moments(g, mu, nu, h):
+  """The two moving averages of the Adam family: (m_t, v_t) from g_t, b1, b2."""
+  b1, b2 = h["b1"], h["b2"]
+  return (1 - b1) * g + b1 * mu, (1 - b2) * (g * g) + b2 * nu
+
+
+def corrected_mu(g, mu, h, nesterov: bool):
+  """Bias-corrected first moment, or its Nesterov form (needs bc1, bc1_next in h)."""
+  if nesterov:
+    b1 = h["b1"]
+    return b1 * (mu / h["bc1_next"]) + (1 - b1) * (g / h["bc1"])
+  return mu / h["bc1"]
+
+
 def _adam_rule(nesterov: bool, decoupled: bool):
   def step(g, p, slots, h, flags):
-    mu, nu = slots
-    b1, b2 = h["b1"], h["b2"]
-    mu = (1 - b1) * g + b1 * mu
-    nu = (1 - b2) * (g * g) + b2 * nu
-    if nesterov:
-      m_hat = b1 * (mu / h["bc1_next"]) + (1 - b1) * (g / h["bc1"])
-    else:
-      m_hat = mu / h["bc1"]
+    mu, nu = update_moments(g, *slots, h)
+    m_hat = corrected_mu(g, mu, h, nesterov)
     u = m_hat / (jnp.sqrt(nu / h["bc2"] + h["eps_root"]) + h["eps"])
     if decoupled and flags["decay"]:
       u = u + h["weight_decay"] * p

@@ -7,7 +7,6 @@ from typing import Any
 import jax.numpy as jnp
 from jax.experimental.shard_alike import shard_alike
 
-from jopt._core import validate
 from jopt._core.blockwise import dequantize, num_blocks, quantize
 from jopt._core.hyperparams import HyperSpec, ScalarOrSchedule, state_class
 from jopt._core.leafwise import leafwise

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 from jopt._core.hyperparams import HyperSpec, ScalarOrSchedule, state_class
 from jopt._core.leafwise import leafwise
 from jopt.optimizers._fill import dtype_slot
+from jopt.optimizers.adam import update_moments
 
 __all__ = ["amsgrad", "AmsgradState"]
 
@@ -26,9 +27,7 @@ def _amsgrad_rule(bias_correction_mu: bool, bias_correction_nu: bool):
   def step(g, p, slots, h, flags):
     del p, flags
     mu, nu, nu_max = slots
-    b1, b2 = h["b1"], h["b2"]
-    mu = (1 - b1) * g + b1 * mu
-    nu = (1 - b2) * (g * g) + b2 * nu
+    mu, nu = update_moments(g, mu, nu, h)
     m_hat = mu / h["bc1"] if bias_correction_mu else mu
     v_eff = nu / h["bc2"] if bias_correction_nu else nu
     nu_max = jnp.maximum(nu_max, v_eff)

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 
 from jopt._core.hyperparams import HyperSpec, ScalarOrSchedule, state_class
 from jopt._core.leafwise import leafwise, slot_zeros
-from jopt.optimizers.adam import _adam_scalars
+from jopt.optimizers.adam import _adam_scalars, corrected_mu, update_moments
 from jopt.optimizers.lars import trust_ratio
 
 __all__ = ["lamb", "LambState"]
@@ -20,11 +20,8 @@ LambState = state_class(
 
 
 def _lamb_step(g, p, slots, h, flags):
-  mu, nu = slots
-  b1, b2 = h["b1"], h["b2"]
-  mu = b1 * mu + (1 - b1) * g
-  nu = b2 * nu + (1 - b2) * (g * g)
-  r = (mu / h["bc1"]) / (jnp.sqrt(nu / h["bc2"] + h["eps_root"]) + h["eps"])
+  mu, nu = update_moments(g, *slots, h)
+  r = corrected_mu(g, mu, h, nesterov=False) / (jnp.sqrt(nu / h["bc2"] + h["eps_root"]) + h["eps"])
   if flags["decay"]:
     r = r + h["weight_decay"] * p
   r = r * trust_ratio(p, r, 1.0, 0.0)

@@ -10,6 +10,7 @@ from jopt._core import validate
 from jopt._core.hyperparams import HyperSpec, ScalarOrSchedule, state_class
 from jopt._core.leafwise import leafwise
 from jopt.optimizers._fill import dtype_slot
+from jopt.optimizers.adam import corrected_mu, update_moments
 
 __all__ = ["radam", "RadamState"]
 
@@ -47,14 +48,8 @@ def _radam_scalars(torch_convention: bool):
 def _radam_rule(nesterov: bool):
   def step(g, p, slots, h, flags):
     del p, flags
-    mu, nu = slots
-    b1, b2 = h["b1"], h["b2"]
-    mu = (1 - b1) * g + b1 * mu
-    nu = (1 - b2) * (g * g) + b2 * nu
-    if nesterov:
-      m_hat = b1 * (mu / h["bc1_next"]) + (1 - b1) * (g / h["bc1"])
-    else:
-      m_hat = mu / h["bc1"]
+    mu, nu = update_moments(g, *slots, h)
+    m_hat = corrected_mu(g, mu, h, nesterov)
     adaptive = h["r"] * m_hat / (jnp.sqrt(nu / h["bc2"] + h["eps_root"]) + h["eps_eff"])
     u = jnp.where(h["rect"] > 0, adaptive, m_hat)
     return -h["learning_rate"] * u, (mu, nu)
