@@ -64,3 +64,30 @@ def rel_err(a, b):
       return float("inf")
     return float(np.max(np.abs(x - y)) / max(float(np.max(np.abs(y))), 1e-30))
   return max(jax.tree.leaves(jax.tree.map(one, a, b)))
+
+
+def run_side_by_side(tx, ref, params, loss=parity_loss, steps=60):
+  """Run jopt's ``tx`` and an optax ``ref`` from ``params`` for ``steps`` jitted steps.
+
+  ``ref`` runs under standard dtype promotion (optax relies on it). Returns the
+  worst :func:`rel_err` over the trajectory and the final ``(params, state)`` of each.
+  """
+  import optax  # pylint: disable=import-outside-toplevel
+
+  def stepper(t):
+    def step(p, s):
+      u, s = t.update(jax.grad(loss)(p), s, p)
+      return optax.apply_updates(p, u), s
+    return jax.jit(step)
+
+  p = q = params
+  s, tx_step = tx.init(p), stepper(tx)
+  with jax.numpy_dtype_promotion("standard"):
+    r, ref_step = ref.init(q), stepper(ref)
+  worst = 0.0
+  for _ in range(steps):
+    p, s = tx_step(p, s)
+    with jax.numpy_dtype_promotion("standard"):
+      q, r = ref_step(q, r)
+    worst = max(worst, rel_err(p, q))
+  return worst, (p, s), (q, r)

@@ -123,24 +123,8 @@ def test_hyperparams_live_in_state():
   assert {"beta", "adam_b1", "adam_b2", "adam_learning_rate", "weight_decay"} <= set(h)
 
 
-# --------------------------------------------------------------------- jitted parity helper
-
-def _jit_trajectory_error(jopt_tx, optax_tx, params, loss, steps=60):
-  jupdate = jax.jit(jopt_tx.update)
-  oupdate = jax.jit(optax_tx.update)
-  p = q = params
-  s = jopt_tx.init(p)
-  with jax.numpy_dtype_promotion("standard"):
-    r = optax_tx.init(q)
-  worst = 0.0
-  for _ in range(steps):
-    u, s = jupdate(jax.grad(loss)(p), s, p)
-    p = optax.apply_updates(p, u)
-    with jax.numpy_dtype_promotion("standard"):
-      v, r = oupdate(jax.grad(loss)(q), r, q)
-      q = optax.apply_updates(q, v)
-    worst = max(worst, problems.rel_err(p, q))
-  return worst
+def _worst(tx, ref, params, loss, steps=60):
+  return problems.run_side_by_side(tx, ref, params, loss, steps)[0]
 
 
 # ------------------------------------------------------------------------------- adafactor
@@ -210,7 +194,7 @@ def test_adafactor_factored_stats_keep_the_parameter_sharding():
 ], ids=["plain", "momentum"])
 def test_adafactor_rank3_matches_optax_float64(kwargs, x64):
   del x64
-  err = _jit_trajectory_error(jopt.adafactor(**kwargs), optax.adafactor(**kwargs),
+  err = _worst(jopt.adafactor(**kwargs), optax.adafactor(**kwargs),
                               _adafactor_params(jnp.float64), _adafactor_loss, steps=30)
   assert err <= 1e-7, err
 
@@ -275,7 +259,7 @@ def test_muon_splits_matrices_from_the_rest():
 ], ids=["aol", "schatten-table", "dion", "adaptive-consistent-rms"])
 def test_muon_options_match_optax_float64(kwargs, x64):
   del x64
-  err = _jit_trajectory_error(jopt.muon(**kwargs), optax.contrib.muon(**kwargs),
+  err = _worst(jopt.muon(**kwargs), optax.contrib.muon(**kwargs),
                               problems.parity_init(jnp.float64), problems.parity_loss)
   assert err <= 1e-7, err
 
@@ -301,16 +285,8 @@ def test_schedule_free_eval_params_match_optax_float64(kwargs, x64):
   del x64
   jtx = jopt.schedule_free_adamw(**kwargs)
   otx = optax.contrib.schedule_free_adamw(**kwargs)
-  p = q = problems.parity_init(jnp.float64)
-  s = jtx.init(p)
-  with jax.numpy_dtype_promotion("standard"):
-    r = otx.init(q)
-  for _ in range(15):
-    u, s = jtx.update(jax.grad(problems.parity_loss)(p), s, p)
-    p = optax.apply_updates(p, u)
-    with jax.numpy_dtype_promotion("standard"):
-      v, r = otx.update(jax.grad(problems.parity_loss)(q), r, q)
-      q = optax.apply_updates(q, v)
+  _, (p, s), (q, r) = problems.run_side_by_side(jtx, otx, problems.parity_init(jnp.float64),
+                                                steps=15)
   mine = jopt.schedule_free_eval_params(s, p)
   with jax.numpy_dtype_promotion("standard"):
     ref = optax.contrib.schedule_free_eval_params(r, q)
@@ -361,7 +337,7 @@ def test_lars_trust_ratio_mask_gives_plain_momentum_sgd(x64):
   tx = jopt.lars(0.1, trust_ratio_mask=False, momentum=0.9)
   with jax.numpy_dtype_promotion("standard"):
     ref = optax.sgd(0.1, momentum=0.9)
-  err = _jit_trajectory_error(tx, ref, p, problems.parity_loss, steps=20)
+  err = _worst(tx, ref, p, problems.parity_loss, steps=20)
   assert err <= 1e-12, err
 
 
