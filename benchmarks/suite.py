@@ -30,6 +30,8 @@ import numpy as np
 import optax
 
 import jopt
+from jopt._core import flat
+from jopt._core.flat import layout_override
 
 MB = 1 << 20
 # bytes moved per parameter, float32: Adam/AdamW read p, g, m, v and write p, m, v.
@@ -119,6 +121,7 @@ def time_jax_step(tx, params, grads, repeats: int) -> dict[str, float]:
   t0 = time.perf_counter()
   compiled = jstep.lower(params, state, grads).compile()
   compile_s = time.perf_counter() - t0
+  kernels = count_kernels(compiled)
   p, s = compiled(params, state, grads)
   jax.block_until_ready((p, s))
   times = []
@@ -130,7 +133,57 @@ def time_jax_step(tx, params, grads, repeats: int) -> dict[str, float]:
   times = times[3:]
   del p, s
   return {"median_s": statistics.median(times), "min_s": min(times),
-          "compile_s": compile_s, "state_bytes": state_bytes}
+          "compile_s": compile_s, "state_bytes": state_bytes, "kernels": kernels,
+          "arrays_in": len(jax.tree.leaves((params, state, grads)))}
+
+
+def count_kernels(compiled) -> int:
+  """Loop kernels (fusions) in the compiled program's entry computation."""
+  text = compiled.as_text()
+  entry = text[text.index("\nENTRY"):]
+  return entry.count(" fusion(")
+
+
+def _best_ms(fn, repeats: int) -> float:
+  fn()
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn())
+    times.append(time.perf_counter() - t0)
+  return 1e3 * statistics.median(times)
+
+
+def anatomy(size: int, repeats: int, copy_gbs: float) -> dict[str, float]:
+  """Where an Adam step's time goes on the many-small tree (median ms)."""
+  shapes = tree_shapes(size, "many-small")
+  params, grads = make_tree(shapes), make_tree(shapes, seed=1)
+  n = count(params)
+  out: dict[str, float] = {"params": n, "leaves": len(shapes),
+                           "bandwidth_floor_ms": 1e3 * TRAFFIC["adam"] * 4 * n / (copy_gbs * 1e9)}
+  for label, lib, mode in (("optax", "optax", None), ("jopt", "jopt", None),
+                           ("jopt_per_leaf", "jopt", "per_leaf")):
+    with layout_override(mode):
+      state = jax_transform(lib, "adam").init(params)
+    # A step that does nothing but take and return the donated trees: the cost of
+    # passing this many arrays through a jitted call.
+    ident = jax.jit(lambda p, s, g: (p, s), donate_argnums=(0, 1))
+    box = [jax.tree.map(jnp.copy, params), state]
+
+    def call(box=box, ident=ident):
+      box[0], box[1] = ident(box[0], box[1], grads)
+      return box[0]
+
+    out[f"call_{label}_ms"] = _best_ms(call, repeats)
+    out[f"arrays_{label}"] = len(jax.tree.leaves((params, state, grads)))
+  small = [x for x in jax.tree.leaves(grads) if x.size <= flat.SMALL]
+  chunks = [small[i:i + flat.MAX_LEAVES] for i in range(0, len(small), flat.MAX_LEAVES)]
+  cat_small = jax.jit(lambda xs: [jnp.concatenate([x.ravel() for x in c]) for c in xs])
+  cat_all = jax.jit(lambda xs: jnp.concatenate([x.ravel() for x in xs]))
+  out["concat_small_ms"] = _best_ms(lambda: cat_small(chunks), repeats)
+  out["small_leaves"] = len(small)
+  out["concat_all_ms"] = _best_ms(lambda: cat_all(jax.tree.leaves(grads)), repeats)
+  return out
 
 
 # ---------------------------------------------------------------- torch runners
@@ -248,6 +301,10 @@ def run(quick: bool, repeats: int) -> dict[str, Any]:
         rows = {}
         for lib in ("jopt", "optax"):
           rows[lib] = time_jax_step(jax_transform(lib, name), params, grads, repeats)
+        if name == "adam":  # the engine's effect: jopt with per-leaf state
+          with layout_override("per_leaf"):
+            rows["jopt_per_leaf"] = time_jax_step(jax_transform("jopt", name), params, grads,
+                                                  repeats)
         for impl in ("foreach", "fused"):
           r = time_torch_step(name, shapes, impl, repeats)
           if r is not None:
@@ -262,6 +319,7 @@ def run(quick: bool, repeats: int) -> dict[str, Any]:
                "results": rows}
         j, o = rows["jopt"], rows["optax"]
         row["jopt_over_optax_throughput"] = o["median_s"] / j["median_s"]
+        row["jopt_over_optax_throughput_min"] = o["min_s"] / j["min_s"]
         row["jopt_over_optax_compile"] = j["compile_s"] / o["compile_s"]
         for impl in ("foreach", "fused"):
           t = rows.get(f"torch_{impl}", {})
@@ -279,6 +337,8 @@ def run(quick: bool, repeats: int) -> dict[str, Any]:
     results["mlp"].append(row)
     print(f"mlp {layers}x{width}: jopt {row['jopt']['median_s']*1e3:.2f} ms, optax "
           f"{row['optax']['median_s']*1e3:.2f} ms", flush=True)
+  results["anatomy"] = anatomy(sizes[0], repeats, bw["copy_gbs"])
+  print("anatomy:", {k: round(v, 2) for k, v in results["anatomy"].items()}, flush=True)
   results["digits_8bit"] = digits_8bit(300 if quick else 1500, (0,) if quick else (0, 1, 2))
   d = results["digits_8bit"]
   print(f"digits: adam {d['adam']['mean']:.4f}, adam_8bit {d['adam_8bit']['mean']:.4f}, "
@@ -315,25 +375,31 @@ def write_markdown(results: dict[str, Any], path: str) -> None:
            "", "## One optimizer step (float32, buffers donated)", "",
            "Times are medians over the repeats (min in brackets). `bw` is the bytes the step"
            " must move divided by the median time, as a fraction of the copy bandwidth.", "",
-           "| optimizer | params | arrays | impl | step ms | bw | compile s | state MB |",
-           "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+           "`kernels` counts the loops XLA compiled; `args` the arrays the jitted step takes.", "",
+           "| optimizer | params | arrays | impl | step ms | bw | compile s | state MB | kernels |"
+           " args |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
   for row in results["steps"]:
     for lib, v in row["results"].items():
       if "median_s" not in v:
         lines.append(f"| {row['optimizer']} | {row['params']/1e6:.1f}M | {row['leaves']} | {lib}"
-                     f" | n/a ({v.get('error', '')[:40]}) | | | |")
+                     f" | n/a ({v.get('error', '')[:40]}) | | | | | |")
         continue
       lines.append(
           f"| {row['optimizer']} | {row['params']/1e6:.1f}M | {row['leaves']} | {lib} | "
           f"{v['median_s']*1e3:.2f} ({v['min_s']*1e3:.2f}) | {v['frac_copy_bw']:.2f} | "
-          f"{v['compile_s']:.2f} | {v['state_bytes']/MB:.0f} |")
+          f"{v['compile_s']:.2f} | {v['state_bytes']/MB:.0f} | {v.get('kernels', '')} | "
+          f"{v.get('arrays_in', '')} |")
   lines += ["", "## Ratios (higher throughput ratio = jopt faster)", "",
+            "Throughput ratios from medians, and from the fastest repeat in brackets (this"
+            " 2-core machine is noisy: medians of the same run vary by about 20%).", "",
             "| optimizer | params | arrays | jopt/optax throughput | jopt/optax compile time |"
             " jopt/torch foreach | jopt/torch fused |", "| --- | --- | --- | --- | --- | --- | --- |"]
   for row in results["steps"]:
     lines.append(
         f"| {row['optimizer']} | {row['params']/1e6:.1f}M | {row['leaves']} | "
-        f"{row['jopt_over_optax_throughput']:.2f}x | {row['jopt_over_optax_compile']:.2f}x | "
+        f"{row['jopt_over_optax_throughput']:.2f}x "
+        f"({row.get('jopt_over_optax_throughput_min', float('nan')):.2f}x) | "
+        f"{row['jopt_over_optax_compile']:.2f}x | "
         f"{row.get('jopt_over_torch_foreach_throughput', float('nan')):.2f}x | "
         f"{row.get('jopt_over_torch_fused_throughput', float('nan')):.2f}x |")
   lines += ["", "## Whole train step of an MLP (loss + grad + Adam update, one jit)", "",
@@ -345,6 +411,20 @@ def write_markdown(results: dict[str, Any], path: str) -> None:
                  f"{j['median_s']*1e3:.2f} | {o['median_s']*1e3:.2f} | "
                  f"{row['jopt_over_optax_throughput']:.2f}x | {j['compile_s']:.2f} | "
                  f"{o['compile_s']:.2f} |")
+  a = results.get("anatomy")
+  if a:
+    lines += ["", "## Where the time goes (Adam, many-small tree)", "",
+              f"{a['params']/1e6:.1f}M parameters in {a['leaves']} arrays; medians in ms.", "",
+              "| what | ms |", "| --- | --- |",
+              f"| bytes Adam must move (7 x 4 B x params) at copy bandwidth | "
+              f"{a['bandwidth_floor_ms']:.2f} |"]
+    for label in ("optax", "jopt", "jopt_per_leaf"):
+      lines.append(f"| passing the step's {a[f'arrays_{label}']} arrays through a jitted call, "
+                   f"no work ({label} state) | {a[f'call_{label}_ms']:.2f} |")
+    lines += [f"| concatenating the {a['small_leaves']} small gradients in groups of "
+              f"{flat.MAX_LEAVES} (jopt's flat engine) | {a['concat_small_ms']:.2f} |",
+              f"| concatenating all {a['leaves']} gradients into one buffer (fresh output) | "
+              f"{a['concat_all_ms']:.2f} |"]
   d = results.get("digits_8bit")
   if d:
     lines += ["", "## 8-bit Adam on the digits classifier", "",

@@ -1,7 +1,7 @@
-"""The flat multi-tensor engine (opt-in): same numbers as per-leaf state, few state arrays.
+"""The flat multi-tensor engine: same numbers as per-leaf state, few state arrays.
 
-It is off by default because XLA on CPU runs it slower (jopt/_core/flat.py gives
-the measurements); these tests keep it exact for when it is asked for.
+It is the default for unsharded parameters with at least two small leaves
+(jopt/_core/flat.py gives the measurements behind the limits tested here).
 """
 
 import jax
@@ -12,6 +12,7 @@ import pytest
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
 import jopt
+from jopt._core import flat
 from jopt._core.flat import FlatSlot, layout_override
 from tests import problems
 from tests.registry import all_entries
@@ -36,9 +37,40 @@ def test_elementwise_optimizers_can_use_the_flat_engine():
   assert EXPECTED_FLAT <= {e.name for e in FLAT}
 
 
-def test_default_is_per_leaf():
+def test_default_is_flat_for_small_unsharded_leaves():
   for entry in FLAT:
-    assert not _is_flat(entry.make().init(problems.quadratic_init())), entry.name
+    assert _is_flat(entry.make().init(problems.quadratic_init())), entry.name
+
+
+def test_default_is_per_leaf_without_two_small_leaves():
+  big = flat.SMALL + 1
+  for params in ({"a": jnp.ones(big), "b": jnp.ones(big)},   # nothing to group
+                 {"a": jnp.ones(big), "b": jnp.ones(3)},     # one small leaf alone
+                 {"a": jnp.ones(3)}):
+    s = jopt.adam(1e-3).init(params)
+    assert not _is_flat(s), jax.tree.map(jnp.shape, params)
+    assert jax.tree.structure(s.mu) == jax.tree.structure(params)
+
+
+def test_large_leaves_keep_their_own_buffer():
+  big = flat.SMALL + 1
+  p = {"a": jnp.ones(3), "b": jnp.ones((big,)), "c": jnp.ones((2, 2))}
+  s = jopt.adam(1e-3).init(p)
+  assert _is_flat(s)
+  assert [g.indices for g in s.mu.layout.groups] == [(0, 2), (1,)]
+  assert [b.shape for b in s.mu.buffers] == [(7,), (big,)]
+  u, _ = jopt.adam(1e-3).update(p, s, p)
+  assert jax.tree.map(jnp.shape, u) == jax.tree.map(jnp.shape, p)
+
+
+def test_group_limits(monkeypatch):
+  monkeypatch.setattr(flat, "MAX_LEAVES", 4)
+  monkeypatch.setattr(flat, "MAX_GROUP", 7)
+  for size, per_group in ((1, 4), (3, 2)):  # leaf cap binds, then element cap binds
+    p = {f"w{i:02d}": jnp.ones((size,)) for i in range(20)}
+    groups = jopt.adam(1e-3).init(p).mu.layout.groups
+    assert [g.indices for g in groups] == [
+        tuple(range(k, k + per_group)) for k in range(0, 20, per_group)]
 
 
 def _trajectory(entry, mode, steps=60):
@@ -84,9 +116,11 @@ def test_groups_by_dtype_and_mask():
 
 def test_many_leaves_become_few_state_arrays():
   p = {f"w{i:04d}": jnp.ones((i % 7 + 1, 3)) for i in range(1000)}
-  s = _flat_init(jopt.adam(1e-3), p)
-  assert len(jax.tree.leaves(s)) <= 10  # count, 5 hyperparameters, mu, nu
-  assert len(jax.tree.leaves(jopt.adam(1e-3).init(p))) == 2006
+  s = jopt.adam(1e-3).init(p)
+  per_slot = -(-1000 // flat.MAX_LEAVES)  # groups of MAX_LEAVES leaves
+  assert len(jax.tree.leaves(s)) == 1 + 5 + 2 * per_slot  # count, 5 hyperparameters, mu, nu
+  with layout_override("per_leaf"):
+    assert len(jax.tree.leaves(jopt.adam(1e-3).init(p))) == 2006
 
 
 def test_sharded_params_keep_per_leaf_state():

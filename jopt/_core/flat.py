@@ -2,28 +2,38 @@
 
 Elementwise optimizers (SGD with momentum, Adagrad, RMSprop, Adadelta, the Adam
 family, Lion, ...) apply the same per-element rule to every parameter. Written
-per leaf, a model with 1,000 parameter arrays becomes 1,000 loops in XLA, a
-jitted step takes thousands of state arrays, and compiling takes seconds.
-Here parameters are grouped by (dtype, state dtypes, mask flags); each group's
-state slot is one 1-D buffer, and each update concatenates the group's
-gradients, applies the rule once, and splits the result back into leaves.
+per leaf, a model with 1,000 parameter arrays becomes 3,000 small loops in XLA,
+a jitted step takes 4,000 arrays, and compiling takes seconds. Here the small
+leaves (at most ``SMALL`` elements: biases, norm scales, small matrices) share
+buffers, grouped by (dtype, state dtypes, mask flags) in groups of at most
+``MAX_LEAVES`` leaves and ``MAX_GROUP`` elements; each update concatenates a
+group's gradients, applies the rule once and splits the result back into
+leaves. Large leaves keep a buffer of their own (raveled; no copy).
 
 The layout (which leaves form which group, their shapes) is static: it lives
 in the pytree *structure* of :class:`FlatSlot`, not in its leaves, so the state
 stays a pytree of arrays that ``jit``, checkpointers and ``lax.cond`` accept,
-and ``FlatSlot.tree()`` gives the per-parameter view back.
+and ``FlatSlot.tree()`` gives the per-parameter view back. The same params give
+the same layout, so restored checkpoints fit ``tx.init(params)``.
 
-Status (measured by ``benchmarks/suite.py`` on a 2-core CPU, jax 0.10.2): XLA
-on CPU does not fuse the concatenation into the update, so each step writes the
-concatenated gradients and the flat direction to fresh temporaries; Adam at 10M
-parameters took 29 ms flat vs 10 ms per leaf (4 arrays) and 56 ms vs 23 ms (999
-arrays), and compiling 999 arrays took 11.8 s vs 5.9 s. The engine is therefore
-**off by default**: :func:`use_flat` answers "per leaf" unless
-:func:`layout_override` asks for ``"flat"``. Results are identical either way
-(tests/test_flat_engine.py). When on, the layout is flat only where every
-parameter is unsharded (one device, or fully replicated), so concatenation
-never moves data between devices; sharded parameters keep per-leaf slots on
-their own sharding.
+Why these limits (measured on a 2-core CPU, jax 0.10.2, XLA:CPU; see
+benchmarks/RESULTS.md):
+
+* 666 leaves of 173 floats: Adam per leaf 12.0 ms a step, one group 4.6 ms.
+  Passing arrays into a jitted call costs ~1.3 us each, and each leaf is 3 loops.
+* Large leaves must not be grouped: XLA:CPU does not fuse a concatenation into
+  its consumer and writes the concatenated gradients and the direction to
+  fresh temporaries; 333 leaves of 29,583 floats took 49 ms grouped vs 15 ms
+  per leaf.
+* Compile time grows with the size of the buffer a leaf is sliced from: 666
+  slices of one 115k buffer compiled in 5.8 s, the same slices from groups of
+  32 leaves in 0.6 s. Hence ``MAX_LEAVES``.
+
+Default: flat where every parameter is unsharded (one device, or fully
+replicated), so concatenation never moves data between devices, and at least
+two leaves are small; otherwise per leaf, like optax. Sharded parameters keep
+per-leaf slots on their own sharding. :func:`layout_override` forces either
+form; results are identical (tests/test_flat_engine.py, float64).
 """
 
 from __future__ import annotations
@@ -37,15 +47,18 @@ import jax
 import jax.numpy as jnp
 
 __all__ = ["FlatSlot", "Layout", "Group", "make_layout", "use_flat", "layout_override",
-           "concat", "split"]
+           "concat", "split", "SMALL", "MAX_LEAVES", "MAX_GROUP"]
 
 _OVERRIDE: list[str | None] = [None]
+SMALL = 16_384        # leaves with more elements get a buffer of their own
+MAX_LEAVES = 32       # leaves per shared buffer
+MAX_GROUP = 1 << 20   # elements per shared buffer
 
 
 @contextlib.contextmanager
 def layout_override(mode: str | None) -> Iterator[None]:
   """Ask for ``"flat"`` (unsharded parameters only) or ``"per_leaf"`` state for
-  transforms initialised inside; ``None`` restores the default (per leaf)."""
+  transforms initialised inside; ``None`` restores the default (see module doc)."""
   if mode not in (None, "flat", "per_leaf"):
     raise ValueError(f"layout_override: mode={mode!r} is not None, 'flat' or 'per_leaf'.")
   _OVERRIDE.append(mode)
@@ -121,25 +134,50 @@ def _unsharded(x: Any) -> bool:
 
 
 def use_flat(leaves: Sequence[Any]) -> bool:
-  """The layout decision for these parameter leaves (see module doc): per leaf
-  unless ``layout_override("flat")`` is active and every leaf is unsharded."""
+  """The layout decision for these parameter leaves (see module doc).
+
+  Default: flat when every leaf is unsharded and at least two leaves are small
+  enough to share a buffer (otherwise grouping gains nothing and the state stays
+  a tree like optax's). ``layout_override`` forces either answer; "flat" still
+  needs unsharded leaves.
+  """
   mode = _OVERRIDE[-1]
-  if mode != "flat":
+  if mode == "per_leaf" or not leaves:
     return False
-  return bool(leaves) and all(_unsharded(x) for x in leaves)
+  if not all(_unsharded(x) for x in leaves):
+    return False
+  if mode == "flat":
+    return True
+  return sum(1 for x in leaves if math.prod(x.shape) <= SMALL) >= 2
 
 
 def make_layout(treedef: Any, leaves: Sequence[Any], slot_dtypes: Sequence[Sequence[Any]],
                 flags: dict[str, list[bool]]) -> Layout:
-  """Group leaves by (param dtype, slot dtypes, flags), keeping first-seen order."""
-  keyed: dict[Any, list[int]] = {}
+  """Group leaves by (param dtype, slot dtypes, flags), keeping first-seen order.
+
+  Leaves with more than ``SMALL`` elements get a group of their own (one buffer,
+  no concatenation); the others share groups of at most ``MAX_LEAVES`` leaves
+  and ``MAX_GROUP`` elements.
+  """
+  keyed: dict[Any, list[list[int]]] = {}
+  singles: list[tuple[int, Any]] = []
   for i, p in enumerate(leaves):
     f = tuple(sorted((k, v[i]) for k, v in flags.items()))
     key = (jnp.dtype(p.dtype), tuple(jnp.dtype(d) for d in slot_dtypes[i]), f)
-    keyed.setdefault(key, []).append(i)
+    if math.prod(p.shape) > SMALL:
+      singles.append((i, key))
+      continue
+    chunks = keyed.setdefault(key, [[]])
+    if chunks[-1] and (len(chunks[-1]) >= MAX_LEAVES or sum(
+        math.prod(leaves[j].shape) for j in chunks[-1]) + math.prod(p.shape) > MAX_GROUP):
+      chunks.append([])
+    chunks[-1].append(i)
+  entries = [(idx[0], tuple(idx), key) for key, ch in keyed.items() for idx in ch]
+  entries += [(i, (i,), key) for i, key in singles]
+  entries.sort(key=lambda e: e[0])
   groups = tuple(
-      Group(tuple(idx), tuple(tuple(leaves[i].shape) for i in idx), key[2])
-      for key, idx in keyed.items())
+      Group(idx, tuple(tuple(leaves[i].shape) for i in idx), key[2])
+      for _, idx, key in entries)
   return Layout(treedef, groups)
 
 
