@@ -109,7 +109,8 @@ def jax_transform(lib: str, name: str):
   raise ValueError(name)
 
 
-def time_jax_step(tx, params, grads, repeats: int) -> dict[str, float]:
+def prepare_jax_step(tx, params, grads):
+  """Compile one donated update + apply step; returns (run_once, info)."""
   def step(p, s, g):
     u, s = tx.update(g, s, p)
     return optax.apply_updates(p, u), s
@@ -117,24 +118,34 @@ def time_jax_step(tx, params, grads, repeats: int) -> dict[str, float]:
   jstep = jax.jit(step, donate_argnums=(0, 1))
   params = jax.tree.map(jnp.copy, params)  # donated below: keep the caller's arrays alive
   state = tx.init(params)
-  state_bytes = sum(x.nbytes for x in jax.tree.leaves(state))
+  info = {"state_bytes": sum(x.nbytes for x in jax.tree.leaves(state)),
+          "arrays_in": len(jax.tree.leaves((params, state, grads)))}
   t0 = time.perf_counter()
   compiled = jstep.lower(params, state, grads).compile()
-  compile_s = time.perf_counter() - t0
-  kernels = count_kernels(compiled)
-  p, s = compiled(params, state, grads)
-  jax.block_until_ready((p, s))
-  times = []
-  for _ in range(repeats + 3):
-    t0 = time.perf_counter()
-    p, s = compiled(p, s, grads)
-    jax.block_until_ready((p, s))
-    times.append(time.perf_counter() - t0)
-  times = times[3:]
-  del p, s
-  return {"median_s": statistics.median(times), "min_s": min(times),
-          "compile_s": compile_s, "state_bytes": state_bytes, "kernels": kernels,
-          "arrays_in": len(jax.tree.leaves((params, state, grads)))}
+  info["compile_s"] = time.perf_counter() - t0
+  info["kernels"] = count_kernels(compiled)
+  box = list(compiled(params, state, grads))
+  jax.block_until_ready(box)
+
+  def run_once():
+    box[0], box[1] = compiled(box[0], box[1], grads)
+    jax.block_until_ready(box)
+
+  return run_once, info
+
+
+def time_interleaved(runners: dict[str, Any], repeats: int, warmup: int = 3) -> dict[str, dict]:
+  """Time one step of each runner in turn, round after round, so that every
+  implementation sees the same machine (this 2-core box drifts by ~20%)."""
+  times: dict[str, list[float]] = {k: [] for k in runners}
+  order = list(runners)
+  for r in range(repeats + warmup):
+    for name in order if r % 2 == 0 else order[::-1]:
+      t0 = time.perf_counter()
+      runners[name]()
+      if r >= warmup:
+        times[name].append(time.perf_counter() - t0)
+  return {k: {"median_s": statistics.median(v), "min_s": min(v)} for k, v in times.items()}
 
 
 def count_kernels(compiled) -> int:
@@ -187,7 +198,8 @@ def anatomy(size: int, repeats: int, copy_gbs: float) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------- torch runners
-def time_torch_step(name: str, shapes, impl: str, repeats: int) -> dict[str, float] | None:
+def prepare_torch_step(name: str, shapes, impl: str):
+  """A torch.optim step on random gradients; returns (run_once, info) or an error."""
   import torch  # pylint: disable=import-outside-toplevel
   torch.manual_seed(0)
   params = [torch.nn.Parameter(torch.randn(s) * 0.01) for s in shapes]
@@ -201,26 +213,19 @@ def time_torch_step(name: str, shapes, impl: str, repeats: int) -> dict[str, flo
   elif name == "sgd_momentum":
     opt = torch.optim.SGD(params, lr=1e-3, momentum=0.9, **flags)
   else:
-    return None  # torch has no Lion
+    return None, None  # torch has no Lion
   try:
     opt.step()
   except (RuntimeError, TypeError) as e:  # fused not implemented for this optimizer/device
-    return {"error": str(e)[:120]}
-  times = []
-  for _ in range(repeats + 3):
-    t0 = time.perf_counter()
-    opt.step()
-    times.append(time.perf_counter() - t0)
-  times = times[3:]
+    return None, {"error": str(e)[:120]}
   state_bytes = sum(t.numel() * t.element_size() for st in opt.state.values()
                     for t in st.values() if torch.is_tensor(t) and t.dim() > 0)
-  return {"median_s": statistics.median(times), "min_s": min(times), "compile_s": 0.0,
-          "state_bytes": state_bytes}
+  return opt.step, {"compile_s": 0.0, "state_bytes": state_bytes}
 
 
 # ---------------------------------------------------------------- MLP train step
-def mlp_train_step(lib: str, layers: int, width: int, repeats: int) -> dict[str, float]:
-  """A whole jitted train step: forward, backward and an Adam update."""
+def prepare_mlp_step(lib: str, layers: int, width: int):
+  """A whole jitted train step (forward, backward, Adam update); (run_once, info)."""
   rng = np.random.default_rng(0)
   params = {}
   for i in range(layers):
@@ -247,19 +252,17 @@ def mlp_train_step(lib: str, layers: int, width: int, repeats: int) -> dict[str,
 
   jstep = jax.jit(step, donate_argnums=(0, 1))
   state = tx.init(params)
+  info = {"params": count(params), "leaves": len(params)}
   t0 = time.perf_counter()
   compiled = jstep.lower(params, state).compile()
-  compile_s = time.perf_counter() - t0
-  p, s, _ = compiled(params, state)
-  times = []
-  for _ in range(repeats + 3):
-    t0 = time.perf_counter()
-    p, s, loss = compiled(p, s)
-    loss.block_until_ready()
-    times.append(time.perf_counter() - t0)
-  times = times[3:]
-  return {"median_s": statistics.median(times), "min_s": min(times), "compile_s": compile_s,
-          "params": count(params), "leaves": len(params)}
+  info["compile_s"] = time.perf_counter() - t0
+  box = list(compiled(params, state))
+
+  def run_once():
+    box[:] = compiled(box[0], box[1])
+    box[2].block_until_ready()
+
+  return run_once, info
 
 
 # ---------------------------------------------------------------- 8-bit state quality
@@ -298,17 +301,22 @@ def run(quick: bool, repeats: int) -> dict[str, Any]:
       grads = make_tree(shapes, seed=1)
       n = count(params)
       for name in optimizers:
-        rows = {}
+        runners, rows = {}, {}
         for lib in ("jopt", "optax"):
-          rows[lib] = time_jax_step(jax_transform(lib, name), params, grads, repeats)
+          runners[lib], rows[lib] = prepare_jax_step(jax_transform(lib, name), params, grads)
         if name == "adam":  # the engine's effect: jopt with per-leaf state
-          with layout_override("per_leaf"):
-            rows["jopt_per_leaf"] = time_jax_step(jax_transform("jopt", name), params, grads,
-                                                  repeats)
+          with layout_override("per_leaf"):  # the layout is chosen at init
+            runners["jopt_per_leaf"], rows["jopt_per_leaf"] = prepare_jax_step(
+                jax_transform("jopt", name), params, grads)
         for impl in ("foreach", "fused"):
-          r = time_torch_step(name, shapes, impl, repeats)
-          if r is not None:
-            rows[f"torch_{impl}"] = r
+          run_once, info = prepare_torch_step(name, shapes, impl)
+          if info is not None:
+            rows[f"torch_{impl}"] = info
+          if run_once is not None:
+            runners[f"torch_{impl}"] = run_once
+        for lib, t in time_interleaved(runners, repeats).items():
+          rows[lib].update(t)
+        del runners
         for lib, r in rows.items():
           if "median_s" in r:
             gbs = TRAFFIC[name] * 4 * n / r["median_s"] / 1e9
@@ -329,9 +337,13 @@ def run(quick: bool, repeats: int) -> dict[str, Any]:
         print(_fmt_row(row), flush=True)
       del params, grads
   for layers, width in ((4, 512), (150, 64)) if not quick else ((4, 128), (50, 32)):
-    row = {"layers": layers, "width": width}
+    row: dict[str, Any] = {"layers": layers, "width": width}
+    runners = {}
     for lib in ("jopt", "optax"):
-      row[lib] = mlp_train_step(lib, layers, width, repeats)
+      runners[lib], row[lib] = prepare_mlp_step(lib, layers, width)
+    for lib, t in time_interleaved(runners, repeats).items():
+      row[lib].update(t)
+    del runners
     row["jopt_over_optax_throughput"] = row["optax"]["median_s"] / row["jopt"]["median_s"]
     row["jopt_over_optax_compile"] = row["jopt"]["compile_s"] / row["optax"]["compile_s"]
     results["mlp"].append(row)

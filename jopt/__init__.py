@@ -4,6 +4,10 @@ Every optimizer returns an ``optax.GradientTransformationExtraArgs`` and keeps i
 numeric hyperparameters in its state (see :func:`hyperparams`, :func:`set_hyperparams`).
 """
 
+from jopt._core.flat import (
+    FlatSlot as FlatSlot,
+    layout_override as state_layout,
+)
 from jopt._core.hyperparams import (
     hyperparams as hyperparams,
     set_hyperparams as set_hyperparams,
@@ -81,6 +85,8 @@ from jopt.wrappers import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "FlatSlot",
+    "state_layout",
     "hyperparams",
     "set_hyperparams",
     "adam_8bit",

@@ -8,7 +8,8 @@ leaves (at most ``SMALL`` elements: biases, norm scales, small matrices) share
 buffers, grouped by (dtype, state dtypes, mask flags) in groups of at most
 ``MAX_LEAVES`` leaves and ``MAX_GROUP`` elements; each update concatenates a
 group's gradients, applies the rule once and splits the result back into
-leaves. Large leaves keep a buffer of their own (raveled; no copy).
+leaves. Large leaves keep a buffer of their own, shaped like the leaf, and are
+updated exactly as per-leaf state is.
 
 The layout (which leaves form which group, their shapes) is static: it lives
 in the pytree *structure* of :class:`FlatSlot`, not in its leaves, so the state
@@ -57,8 +58,29 @@ MAX_GROUP = 1 << 20   # elements per shared buffer
 
 @contextlib.contextmanager
 def layout_override(mode: str | None) -> Iterator[None]:
-  """Ask for ``"flat"`` (unsharded parameters only) or ``"per_leaf"`` state for
-  transforms initialised inside; ``None`` restores the default (see module doc)."""
+  """Choose how optimizer state is laid out for ``tx.init`` calls inside the block.
+
+  Public as ``jopt.state_layout``. By default elementwise optimizers (SGD,
+  Adagrad, RMSprop, Adadelta, the Adam family, Lion) store the slots of small
+  unsharded parameters in a few shared buffers (:class:`FlatSlot`); results are
+  the same either way. Ask for ``"per_leaf"`` when code needs the state as a
+  tree shaped like the params (as optax lays it out), e.g. to ``tree_map`` over
+  ``state.mu``; ``FlatSlot.tree()`` gives that view without changing the layout.
+
+  Args:
+    mode: ``"per_leaf"``, ``"flat"`` (honoured only for unsharded parameters) or
+      ``None`` for the default.
+
+  Example:
+    >>> import jax.numpy as jnp, jopt
+    >>> params = {"b": jnp.zeros(3), "w": jnp.zeros((3, 2))}
+    >>> with jopt.state_layout("per_leaf"):
+    ...   state = jopt.adam(1e-3).init(params)
+    >>> state.mu["w"].shape
+    (3, 2)
+    >>> jopt.adam(1e-3).init(params).mu.tree()["w"].shape
+    (3, 2)
+  """
   if mode not in (None, "flat", "per_leaf"):
     raise ValueError(f"layout_override: mode={mode!r} is not None, 'flat' or 'per_leaf'.")
   _OVERRIDE.append(mode)
@@ -89,7 +111,11 @@ class Layout:
 
 @jax.tree_util.register_pytree_node_class
 class FlatSlot:
-  """One optimizer slot (e.g. Adam's ``mu``) as one 1-D buffer per group."""
+  """One optimizer slot (e.g. Adam's ``mu``) as one 1-D buffer per group of leaves.
+
+  ``slot.tree()`` (or ``slot["layer"]["w"]``) gives the per-parameter view;
+  ``slot.buffers`` are the arrays a checkpoint holds.
+  """
 
   def __init__(self, buffers: Sequence[jax.Array], layout: Layout):
     self.buffers = tuple(buffers)
@@ -182,13 +208,17 @@ def make_layout(treedef: Any, leaves: Sequence[Any], slot_dtypes: Sequence[Seque
 
 
 def concat(arrays: Sequence[jax.Array], dtype: Any) -> jax.Array:
-  """Ravel and concatenate into one 1-D array of ``dtype``."""
-  flat = [jnp.ravel(a).astype(dtype) for a in arrays]
-  return flat[0] if len(flat) == 1 else jnp.concatenate(flat)
+  """Ravel and concatenate into one 1-D array of ``dtype``; a single array keeps
+  its shape (a leaf alone in its group is stored exactly as per-leaf state is)."""
+  if len(arrays) == 1:
+    return arrays[0].astype(dtype)
+  return jnp.concatenate([jnp.ravel(a).astype(dtype) for a in arrays])
 
 
 def split(buf: jax.Array, group: Group) -> list[jax.Array]:
   """Inverse of :func:`concat` for one group: pieces reshaped to the leaves' shapes."""
+  if len(group.shapes) == 1:
+    return [buf.reshape(group.shapes[0])]
   out, start = [], 0
   for shape, size in zip(group.shapes, group.sizes):
     out.append(jax.lax.slice_in_dim(buf, start, start + size).reshape(shape))
