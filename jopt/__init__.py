@@ -6,7 +6,9 @@ numeric hyperparameters in its state (see :func:`hyperparams`, :func:`set_hyperp
 
 from jopt._core.flat import (
     FlatSlot as FlatSlot,
+    flatten_state as flatten_state,
     layout_override as state_layout,
+    unflatten_state as unflatten_state,
 )
 from jopt._core.hyperparams import (
     hyperparams as hyperparams,
@@ -86,7 +88,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "FlatSlot",
+    "flatten_state",
     "state_layout",
+    "unflatten_state",
     "hyperparams",
     "set_hyperparams",
     "adam_8bit",

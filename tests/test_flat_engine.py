@@ -1,7 +1,8 @@
 """The flat multi-tensor engine: same numbers as per-leaf state, few state arrays.
 
-It is the default for unsharded parameters with at least two small leaves
-(jopt/_core/flat.py gives the measurements behind the limits tested here).
+It is the default in a one-device process with at least two small leaves
+(jopt/_core/flat.py gives the measurements behind the limits tested here); these
+tests run on 8 fake devices, so they ask for it or pretend to have one device.
 """
 
 import jax
@@ -37,12 +38,31 @@ def test_elementwise_optimizers_can_use_the_flat_engine():
   assert EXPECTED_FLAT <= {e.name for e in FLAT}
 
 
-def test_default_is_flat_for_small_unsharded_leaves():
+@pytest.fixture
+def one_device(monkeypatch):
+  monkeypatch.setattr(flat, "_device_count", lambda: 1)
+
+
+def test_default_is_flat_on_one_device(one_device):
   for entry in FLAT:
-    assert _is_flat(entry.make().init(problems.quadratic_init())), entry.name
+    tx = entry.make()
+    s = tx.init(problems.quadratic_init())
+    assert _is_flat(s), entry.name
+    # jit(init) sees tracers, not arrays: it must still choose the same layout
+    assert jax.tree.structure(jax.jit(tx.init)(problems.quadratic_init())) == \
+        jax.tree.structure(s), entry.name
 
 
-def test_default_is_per_leaf_without_two_small_leaves():
+def test_default_is_per_leaf_on_several_devices():
+  assert jax.device_count() == 8
+  p = problems.quadratic_init()
+  for entry in FLAT:
+    tx = entry.make()
+    assert not _is_flat(tx.init(p)), entry.name
+    assert jax.tree.structure(jax.jit(tx.init)(p)) == jax.tree.structure(tx.init(p))
+
+
+def test_default_is_per_leaf_without_two_small_leaves(one_device):
   big = flat.SMALL + 1
   for params in ({"a": jnp.ones(big), "b": jnp.ones(big)},   # nothing to group
                  {"a": jnp.ones(big), "b": jnp.ones(3)},     # one small leaf alone
@@ -55,7 +75,7 @@ def test_default_is_per_leaf_without_two_small_leaves():
 def test_large_leaves_keep_their_own_buffer():
   big = flat.SMALL + 1
   p = {"a": jnp.ones(3), "b": jnp.ones((big,)), "c": jnp.ones((2, 2))}
-  s = jopt.adam(1e-3).init(p)
+  s = _flat_init(jopt.adam(1e-3), p)
   assert _is_flat(s)
   assert [g.indices for g in s.mu.layout.groups] == [(0, 2), (1,)]
   assert [b.shape for b in s.mu.buffers] == [(7,), (big,)]  # a leaf alone keeps its shape
@@ -68,7 +88,7 @@ def test_group_limits(monkeypatch):
   monkeypatch.setattr(flat, "MAX_GROUP", 7)
   for size, per_group in ((1, 4), (3, 2)):  # leaf cap binds, then element cap binds
     p = {f"w{i:02d}": jnp.ones((size,)) for i in range(20)}
-    groups = jopt.adam(1e-3).init(p).mu.layout.groups
+    groups = _flat_init(jopt.adam(1e-3), p).mu.layout.groups
     assert [g.indices for g in groups] == [
         tuple(range(k, k + per_group)) for k in range(0, 20, per_group)]
 
@@ -116,7 +136,7 @@ def test_groups_by_dtype_and_mask():
 
 def test_many_leaves_become_few_state_arrays():
   p = {f"w{i:04d}": jnp.ones((i % 7 + 1, 3)) for i in range(1000)}
-  s = jopt.adam(1e-3).init(p)
+  s = _flat_init(jopt.adam(1e-3), p)
   per_slot = -(-1000 // flat.MAX_LEAVES)  # groups of MAX_LEAVES leaves
   assert len(jax.tree.leaves(s)) == 1 + 5 + 2 * per_slot  # count, 5 hyperparameters, mu, nu
   with layout_override("per_leaf"):
@@ -159,3 +179,27 @@ def test_flat_structure_mismatch_is_an_error():
   assert _is_flat(s)
   with pytest.raises(ValueError, match="structure"):
     tx.update({"a": jnp.ones(3), "c": jnp.ones(2)}, s)
+
+
+def test_portable_state_round_trip(x64):
+  """unflatten_state gives the per-leaf state exactly; flatten_state packs it back."""
+  entry = next(e for e in FLAT if e.name == "adamw")
+  p_flat, s_flat = _trajectory(entry, "flat", steps=7)
+  _, s_leaf = _trajectory(entry, "per_leaf", steps=7)
+  portable = jopt.unflatten_state(s_flat)
+  assert jax.tree.structure(portable) == jax.tree.structure(s_leaf)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-13, atol=0), portable, s_leaf)
+  like = _flat_init(entry.fn(**(entry.parity[-1] if entry.parity else entry.args)), p_flat)
+  back = jopt.flatten_state(portable, like=like)
+  assert jax.tree.structure(back) == jax.tree.structure(s_flat)
+  jax.tree.map(np.testing.assert_array_equal, back, s_flat)
+  # a per-leaf state passes through flatten_state unchanged when `like` is per leaf too
+  assert jax.tree.structure(jopt.flatten_state(s_leaf, like=s_leaf)) == jax.tree.structure(s_leaf)
+
+
+def test_flatten_state_names_a_mismatch():
+  like = _flat_init(jopt.adam(1e-3), {"a": jnp.ones(3), "b": jnp.ones(2)})
+  with layout_override("per_leaf"):
+    other = jopt.adam(1e-3).init({"a": jnp.ones(3), "c": jnp.ones(2)})
+  with pytest.raises(ValueError, match="flatten_state.*like=tx.init"):
+    jopt.flatten_state(other, like=like)

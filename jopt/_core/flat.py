@@ -30,11 +30,16 @@ benchmarks/RESULTS.md):
   slices of one 115k buffer compiled in 5.8 s, the same slices from groups of
   32 leaves in 0.6 s. Hence ``MAX_LEAVES``.
 
-Default: flat where every parameter is unsharded (one device, or fully
-replicated), so concatenation never moves data between devices, and at least
-two leaves are small; otherwise per leaf, like optax. Sharded parameters keep
-per-leaf slots on their own sharding. :func:`layout_override` forces either
-form; results are identical (tests/test_flat_engine.py, float64).
+Default: flat in a one-device process with at least two small leaves;
+otherwise per leaf, like optax. The decision uses only the device count and the
+shapes, so ``tx.init`` and ``jax.jit(tx.init)`` give the same structure. With
+several devices, ``layout_override("flat")`` opts in where every parameter is
+unsharded or fully replicated (concatenation never moves data between
+devices); sharded parameters keep per-leaf slots on their own sharding.
+Results are identical either way (tests/test_flat_engine.py, float64), and
+:func:`unflatten_state` / :func:`flatten_state` convert a state between the two
+forms, so a checkpoint can be saved in the per-leaf form and restored on a
+machine that lays state out differently.
 """
 
 from __future__ import annotations
@@ -48,7 +53,8 @@ import jax
 import jax.numpy as jnp
 
 __all__ = ["FlatSlot", "Layout", "Group", "make_layout", "use_flat", "layout_override",
-           "concat", "split", "SMALL", "MAX_LEAVES", "MAX_GROUP"]
+           "concat", "split", "SMALL", "MAX_LEAVES", "MAX_GROUP", "unflatten_state",
+           "flatten_state"]
 
 _OVERRIDE: list[str | None] = [None]
 SMALL = 16_384        # leaves with more elements get a buffer of their own
@@ -60,16 +66,16 @@ MAX_GROUP = 1 << 20   # elements per shared buffer
 def layout_override(mode: str | None) -> Iterator[None]:
   """Choose how optimizer state is laid out for ``tx.init`` calls inside the block.
 
-  Public as ``jopt.state_layout``. By default elementwise optimizers (SGD,
-  Adagrad, RMSprop, Adadelta, the Adam family, Lion) store the slots of small
-  unsharded parameters in a few shared buffers (:class:`FlatSlot`); results are
-  the same either way. Ask for ``"per_leaf"`` when code needs the state as a
+  Public as ``jopt.state_layout``. By default, in a one-device process,
+  elementwise optimizers (SGD, Adagrad, RMSprop, Adadelta, the Adam family,
+  Lion) store the slots of small parameters in a few shared buffers
+  (:class:`FlatSlot`); results are the same either way. Ask for ``"per_leaf"`` when code needs the state as a
   tree shaped like the params (as optax lays it out), e.g. to ``tree_map`` over
   ``state.mu``; ``FlatSlot.tree()`` gives that view without changing the layout.
 
   Args:
-    mode: ``"per_leaf"``, ``"flat"`` (honoured only for unsharded parameters) or
-      ``None`` for the default.
+    mode: ``"per_leaf"``, ``"flat"`` (honoured where every parameter is
+      unsharded or fully replicated) or ``None`` for the default.
 
   Example:
     >>> import jax.numpy as jnp, jopt
@@ -159,21 +165,27 @@ def _unsharded(x: Any) -> bool:
   return sharding is None or len(sharding.device_set) == 1 or sharding.is_fully_replicated
 
 
+def _device_count() -> int:
+  return jax.device_count()
+
+
 def use_flat(leaves: Sequence[Any]) -> bool:
   """The layout decision for these parameter leaves (see module doc).
 
-  Default: flat when every leaf is unsharded and at least two leaves are small
-  enough to share a buffer (otherwise grouping gains nothing and the state stays
-  a tree like optax's). ``layout_override`` forces either answer; "flat" still
-  needs unsharded leaves.
+  Default: flat in a process with one device, where at least two leaves are
+  small enough to share a buffer (otherwise grouping gains nothing and the state
+  stays a tree like optax's). The answer depends only on the device count and
+  the shapes, so ``tx.init`` and ``jax.jit(tx.init)`` agree. With several
+  devices the default is per leaf; ``layout_override("flat")`` asks for flat
+  state there, honoured where every leaf is unsharded or fully replicated.
   """
   mode = _OVERRIDE[-1]
   if mode == "per_leaf" or not leaves:
     return False
-  if not all(_unsharded(x) for x in leaves):
-    return False
   if mode == "flat":
-    return True
+    return all(_unsharded(x) for x in leaves)
+  if _device_count() != 1:
+    return False
   return sum(1 for x in leaves if math.prod(x.shape) <= SMALL) >= 2
 
 
@@ -224,3 +236,56 @@ def split(buf: jax.Array, group: Group) -> list[jax.Array]:
     out.append(jax.lax.slice_in_dim(buf, start, start + size).reshape(shape))
     start += size
   return out
+
+
+def _is_slot(x: Any) -> bool:
+  return isinstance(x, FlatSlot)
+
+
+def unflatten_state(state: Any) -> Any:
+  """The optimizer state with every :class:`FlatSlot` replaced by its per-parameter tree.
+
+  The result has exactly the structure ``tx.init`` gives under
+  ``state_layout("per_leaf")`` on any machine, so it is the portable form to
+  checkpoint; :func:`flatten_state` turns it back.
+
+  Example:
+    >>> import jax.numpy as jnp, jopt
+    >>> params = {"b": jnp.zeros(3), "w": jnp.zeros((3, 2))}
+    >>> tx = jopt.adam(1e-3)
+    >>> portable = jopt.unflatten_state(tx.init(params))
+    >>> portable.mu["w"].shape
+    (3, 2)
+    >>> state = jopt.flatten_state(portable, like=tx.init(params))
+  """
+  return jax.tree.map(lambda x: x.tree() if _is_slot(x) else x, state, is_leaf=_is_slot)
+
+
+def flatten_state(state: Any, like: Any) -> Any:
+  """Lay out a per-parameter state (from :func:`unflatten_state`) as ``like`` is laid out.
+
+  ``like`` is a state from ``tx.init(params)`` on this machine: wherever it
+  holds a :class:`FlatSlot`, the matching per-parameter tree of ``state`` is
+  packed into that slot's groups and dtypes; everything else is taken from
+  ``state`` as is.
+
+  Example:
+    >>> import jax.numpy as jnp, jopt
+    >>> params = {"b": jnp.zeros(3), "w": jnp.zeros((3, 2))}
+    >>> with jopt.state_layout("per_leaf"):
+    ...   saved = jopt.adam(1e-3).init(params)
+    >>> state = jopt.flatten_state(saved, like=jopt.adam(1e-3).init(params))
+  """
+  def pack(ref, tree):
+    if not _is_slot(ref):
+      return tree
+    leaves, treedef = jax.tree.flatten(tree)
+    if treedef != ref.layout.treedef:
+      raise ValueError(
+          "flatten_state: the state's per-parameter slot has structure"
+          f" {treedef}, but `like` was initialised for {ref.layout.treedef}. Pass"
+          " `like=tx.init(params)` for the params this state belongs to.")
+    return FlatSlot([concat([leaves[i] for i in g.indices], buf.dtype)
+                     for g, buf in zip(ref.layout.groups, ref.buffers)], ref.layout)
+
+  return jax.tree.map(pack, like, state, is_leaf=_is_slot)
