@@ -203,3 +203,23 @@ def test_flatten_state_names_a_mismatch():
     other = jopt.adam(1e-3).init({"a": jnp.ones(3), "c": jnp.ones(2)})
   with pytest.raises(ValueError, match="flatten_state.*like=tx.init"):
     jopt.flatten_state(other, like=like)
+
+
+def test_flat_state_inside_accumulate_and_chain(x64):
+  """Wrappers (lax.cond in accumulate, chain) carry flat state like any pytree."""
+  p = problems.parity_init(jnp.float64)
+
+  def run(mode):
+    with layout_override(mode):
+      tx = optax.chain(jopt.accumulate(jopt.adamw(0.05, weight_decay=0.1), every_k=3),
+                       optax.identity())
+      s = tx.init(p)
+    assert _is_flat(s) == (mode == "flat")
+    step = jax.jit(lambda q, s: (lambda us: (optax.apply_updates(q, us[0]), us[1]))(
+        tx.update(jax.grad(problems.parity_loss)(q), s, q)))
+    q = p
+    for _ in range(9):
+      q, s = step(q, s)
+    return q
+
+  assert problems.rel_err(run("flat"), run("per_leaf")) <= 1e-13
