@@ -155,7 +155,7 @@ def count_kernels(compiled) -> int:
   return entry.count(" fusion(")
 
 
-def _best_ms(fn, repeats: int) -> float:
+def _median_ms(fn, repeats: int) -> float:
   fn()
   times = []
   for _ in range(repeats):
@@ -185,15 +185,15 @@ def anatomy(size: int, repeats: int, copy_gbs: float) -> dict[str, float]:
       box[0], box[1] = ident(box[0], box[1], grads)
       return box[0]
 
-    out[f"call_{label}_ms"] = _best_ms(call, repeats)
+    out[f"call_{label}_ms"] = _median_ms(call, repeats)
     out[f"arrays_{label}"] = len(jax.tree.leaves((params, state, grads)))
   small = [x for x in jax.tree.leaves(grads) if x.size <= flat.SMALL]
   chunks = [small[i:i + flat.MAX_LEAVES] for i in range(0, len(small), flat.MAX_LEAVES)]
   cat_small = jax.jit(lambda xs: [jnp.concatenate([x.ravel() for x in c]) for c in xs])
   cat_all = jax.jit(lambda xs: jnp.concatenate([x.ravel() for x in xs]))
-  out["concat_small_ms"] = _best_ms(lambda: cat_small(chunks), repeats)
+  out["concat_small_ms"] = _median_ms(lambda: cat_small(chunks), repeats)
   out["small_leaves"] = len(small)
-  out["concat_all_ms"] = _best_ms(lambda: cat_all(jax.tree.leaves(grads)), repeats)
+  out["concat_all_ms"] = _median_ms(lambda: cat_all(jax.tree.leaves(grads)), repeats)
   return out
 
 

@@ -197,25 +197,23 @@ def make_layout(treedef: Any, leaves: Sequence[Any], slot_dtypes: Sequence[Seque
   no concatenation); the others share groups of at most ``MAX_LEAVES`` leaves
   and ``MAX_GROUP`` elements.
   """
-  keyed: dict[Any, list[list[int]]] = {}
-  singles: list[tuple[int, Any]] = []
+  open_groups: dict[Any, tuple[list[int], int]] = {}  # key -> (indices, elements)
+  found: list[tuple[list[int], Any]] = []  # every group, in order of its first leaf
   for i, p in enumerate(leaves):
     f = tuple(sorted((k, v[i]) for k, v in flags.items()))
     key = (jnp.dtype(p.dtype), tuple(jnp.dtype(d) for d in slot_dtypes[i]), f)
-    if math.prod(p.shape) > SMALL:
-      singles.append((i, key))
+    size = math.prod(p.shape)
+    if size > SMALL:
+      found.append(([i], f))
       continue
-    chunks = keyed.setdefault(key, [[]])
-    if chunks[-1] and (len(chunks[-1]) >= MAX_LEAVES or sum(
-        math.prod(leaves[j].shape) for j in chunks[-1]) + math.prod(p.shape) > MAX_GROUP):
-      chunks.append([])
-    chunks[-1].append(i)
-  entries = [(idx[0], tuple(idx), key) for key, ch in keyed.items() for idx in ch]
-  entries += [(i, (i,), key) for i, key in singles]
-  entries.sort(key=lambda e: e[0])
-  groups = tuple(
-      Group(idx, tuple(tuple(leaves[i].shape) for i in idx), key[2])
-      for _, idx, key in entries)
+    idx, total = open_groups.get(key, ([], 0))
+    if not idx or len(idx) >= MAX_LEAVES or total + size > MAX_GROUP:
+      idx, total = [], 0
+      found.append((idx, f))
+    idx.append(i)
+    open_groups[key] = (idx, total + size)
+  groups = tuple(Group(tuple(idx), tuple(tuple(leaves[i].shape) for i in idx), f)
+                 for idx, f in found)
   return Layout(treedef, groups)
 
 

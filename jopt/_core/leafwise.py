@@ -171,21 +171,6 @@ def leafwise(
     for gi, group in enumerate(layout.groups):
       cdt = compute_dtype(g_leaves[group.indices[0]].dtype)
       bufs = [getattr(state, s).buffers[gi] for s in slot_names]
-      if len(group.indices) == 1:
-        # A leaf alone keeps its shape in state too: the same program as per leaf,
-        # so XLA still updates the slots and p + u in place.
-        i, = group.indices
-        u, outs = step(
-            g_leaves[i].astype(cdt),
-            None if p_leaves is None else p_leaves[i].astype(cdt),
-            tuple(_to_compute(b, cdt) for b in bufs),
-            cast(cdt),
-            dict(group.flags),
-        )
-        new_u[i] = u.astype(g_leaves[i].dtype)
-        for s, o, b in zip(slot_names, outs, bufs):
-          new_bufs[s].append(o.astype(b.dtype))
-        continue
       u, outs = step(
           flat.concat([g_leaves[i] for i in group.indices], cdt),
           None if p_leaves is None else flat.concat([p_leaves[i] for i in group.indices], cdt),
