@@ -4,12 +4,6 @@ Every optimizer returns an ``optax.GradientTransformationExtraArgs`` and keeps i
 numeric hyperparameters in its state (see :func:`hyperparams`, :func:`set_hyperparams`).
 """
 
-from jopt._core.flat import (
-    FlatSlot as FlatSlot,
-    flatten_state as flatten_state,
-    layout_override as state_layout,
-    unflatten_state as unflatten_state,
-)
 from jopt._core.hyperparams import (
     hyperparams as hyperparams,
     set_hyperparams as set_hyperparams,
@@ -87,10 +81,6 @@ from jopt.wrappers import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "FlatSlot",
-    "flatten_state",
-    "state_layout",
-    "unflatten_state",
     "hyperparams",
     "set_hyperparams",
     "adam_8bit",

@@ -1,5 +1,8 @@
 """Test configuration: 8 fake CPU devices, strict dtype promotion, a float64 fixture.
 
+``JOPT_TEST_CPU_DEVICES=1`` runs the tests on one device instead (what a laptop or
+one-GPU user has); tests/test_optimizer_properties.py re-runs itself that way.
+
 JAX reads these settings when its backend starts, so they are set here, before
 any test module imports ``jax.numpy`` arrays onto a device.
 """
@@ -10,7 +13,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402
 
-jax.config.update("jax_num_cpu_devices", 8)
+jax.config.update("jax_num_cpu_devices", int(os.environ.get("JOPT_TEST_CPU_DEVICES", "8")))
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 
 import pytest  # noqa: E402

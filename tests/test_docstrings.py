@@ -8,8 +8,7 @@ import jopt
 
 FUNCTIONS = [n for n in jopt.__all__ if inspect.isfunction(getattr(jopt, n))]
 # helpers about state rather than an update rule carry no math
-NO_MATH = {"hyperparams", "set_hyperparams", "schedule_free_eval_params", "state_layout",
-           "flatten_state", "unflatten_state"}
+NO_MATH = {"hyperparams", "set_hyperparams", "schedule_free_eval_params"}
 
 
 @pytest.mark.parametrize("name", FUNCTIONS)

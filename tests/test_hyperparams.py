@@ -73,10 +73,45 @@ def test_schedule_drives_and_is_reported():
   for t in range(4):
     _, s = step(g, s, p)
     assert float(jopt.hyperparams(s)["learning_rate"]) == pytest.approx(0.1 / (1 + t), rel=1e-6)
-  # Setting a scheduled value is overwritten by the schedule at the next update.
-  s = jopt.set_hyperparams(s, learning_rate=5.0)
+  # Setting a scheduled value would be overwritten at the next update: refused,
+  # naming the hyperparameter, the schedule and both ways out; the state is intact.
+  with pytest.raises(ValueError, match=r"'learning_rate'.*driven by the schedule.*number"):
+    jopt.set_hyperparams(s, learning_rate=5.0)
   _, s = step(g, s, p)
   assert float(jopt.hyperparams(s)["learning_rate"]) == pytest.approx(0.1 / 5, rel=1e-6)
+
+
+def test_schedule_driven_names_only_are_refused():
+  """In one state a scheduled learning rate is refused while b1 stays settable;
+  the marker lives in the state's type, so it survives jit and a chain."""
+  tx = optax.chain(optax.clip_by_global_norm(1.0), jopt.adam(lambda t: 0.1 / (1.0 + t), b1=0.9))
+  p = problems.quadratic_init()
+  s = jax.jit(tx.init)(p)
+  s = jopt.set_hyperparams(s, b1=0.8)
+  assert float(jopt.hyperparams(s)["b1"]) == pytest.approx(0.8)
+  with pytest.raises(ValueError, match="learning_rate"):
+    jopt.set_hyperparams(s, learning_rate=1.0)
+  assert isinstance(s[1], jopt.AdamState)
+  # A number-driven learning rate of the same optimizer is settable.
+  s2 = jopt.adam(0.1).init(p)
+  assert float(jopt.hyperparams(jopt.set_hyperparams(s2, learning_rate=0.5))["learning_rate"]) == 0.5
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16, jnp.float32, jnp.int32])
+def test_any_real_0d_array_is_a_hyperparameter(dtype):
+  p = problems.quadratic_init()
+  tx = jopt.adam(jnp.asarray(0.25, dtype) if dtype != jnp.int32 else jnp.asarray(1, dtype))
+  want = 0.25 if dtype != jnp.int32 else 1.0
+  assert float(jopt.hyperparams(tx.init(p))["learning_rate"]) == want
+  s = jopt.set_hyperparams(tx.init(p), learning_rate=jnp.asarray(0.5, dtype) if dtype != jnp.int32
+                           else jnp.asarray(2, dtype))
+  assert float(jopt.hyperparams(s)["learning_rate"]) == (0.5 if dtype != jnp.int32 else 2.0)
+
+
+@pytest.mark.parametrize("bad", [True, jnp.asarray(True), 1j, jnp.ones(2), "0.1"])
+def test_non_real_scalars_are_rejected(bad):
+  with pytest.raises(TypeError, match="learning_rate"):
+    jopt.adam(bad)
 
 
 def test_set_inside_jit_with_traced_value():

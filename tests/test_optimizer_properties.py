@@ -172,3 +172,80 @@ def test_chains_with_optax_both_ways(entry):
     s = tx.init(p)
     u, s = tx.update(g, s, p)
     assert jax.tree.structure(u) == jax.tree.structure(p)
+
+
+# ---------------------------------------------------------------- strict shapes and layout
+_SHAPED = {"dense": {"kernel": jnp.ones((3, 2)) * 0.5, "bias": jnp.ones((2,))}}
+
+
+@pytest.mark.parametrize("with_params", [True, False], ids=["params", "no_params"])
+@pytest.mark.parametrize("entry", ENTRIES, ids=IDS)
+def test_transposed_gradient_is_an_error_naming_the_path(entry, with_params):
+  """A (2, 3) gradient for a (3, 2) parameter is never reshaped into it; the error
+  names the parameter's path and both shapes, with or without params passed."""
+  tx = entry.make()
+  s = tx.init(_SHAPED)
+  g = {"dense": {"kernel": jnp.ones((2, 3)), "bias": jnp.ones((2,))}}
+  args = (_SHAPED,) if with_params else ()
+  try:
+    tx.update(g, s, *args)
+  except ValueError as e:
+    msg = str(e)
+    if "needs the current parameters" in msg and not with_params:
+      return  # this optimizer cannot run without params at all: nothing reshaped
+    assert "params['dense']['kernel']" in msg and "(2, 3)" in msg and "(3, 2)" in msg, msg
+  else:
+    pytest.fail("a transposed gradient was accepted")
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=IDS)
+def test_wrong_size_gradient_names_the_parameter(entry):
+  tx = entry.make()
+  s = tx.init(_SHAPED)
+  g = {"dense": {"kernel": jnp.ones((3, 2)), "bias": jnp.ones((5,))}}
+  with pytest.raises(ValueError, match=r"params\['dense'\]\['bias'\].*\(5,\).*\(2,\)"):
+    tx.update(g, s, _SHAPED)
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=IDS)
+def test_complex_gradient_for_real_parameter_is_a_type_error(entry):
+  tx = entry.make()
+  s = tx.init(_SHAPED)
+  g = jax.tree.map(lambda x: x.astype(jnp.complex64), _SHAPED)
+  with pytest.raises(TypeError, match=r"params\['dense'\]\['bias'\].*complex"):
+    tx.update(g, s, _SHAPED)
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=IDS)
+def test_state_slots_have_the_params_tree(entry):
+  """Every array-per-parameter slot has exactly the params' tree structure, so
+  ``jax.tree.map(f, slot, params)`` works; the same on any device count."""
+  tx = entry.make()
+  s = tx.init(_SHAPED)
+  pdef = jax.tree.structure(_SHAPED)
+  slots = [getattr(s, f) for f in getattr(s, "_fields", ()) if f not in ("count", "hyperparams")]
+  per_param = [x for x in slots if jax.tree.structure(x) == pdef]
+  assert per_param, f"{entry.name}: no slot has the params' structure"
+  for x in per_param:
+    jax.tree.map(lambda a, p: None, x, _SHAPED)
+
+
+def test_properties_hold_in_a_one_device_process():
+  """The registry property tests again in a child process that has one CPU device
+  (what a laptop or one-GPU user gets), so no layout escapes CI."""
+  import os, subprocess, sys  # pylint: disable=import-outside-toplevel,multiple-imports
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = dict(os.environ, JOPT_TEST_CPU_DEVICES="1", JAX_PLATFORMS="cpu")
+  proc = subprocess.run(
+      [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x",
+       os.path.join("tests", "test_optimizer_properties.py"), "-k",
+       "not test_properties_hold_in_a_one_device_process"],  # no recursion
+      cwd=root, env=env, capture_output=True, text=True, timeout=1500, check=False)
+  tail = proc.stdout[-3000:] + proc.stderr[-3000:]
+  assert proc.returncode == 0, tail
+  assert " passed" in proc.stdout and "failed" not in proc.stdout, tail
+
+
+def test_device_count_is_the_configured_one():
+  import os  # pylint: disable=import-outside-toplevel
+  assert jax.device_count() == int(os.environ.get("JOPT_TEST_CPU_DEVICES", "8"))

@@ -20,9 +20,10 @@ import jax.numpy as jnp
 
 from jopt._core import validate
 
-__all__ = ["state_class", "HyperSpec", "hyperparams", "set_hyperparams", "is_jopt_state"]
+__all__ = ["state_class", "scheduled_class", "HyperSpec", "hyperparams", "set_hyperparams", "is_jopt_state"]
 
 _STATE_CLASSES: set[type] = set()
+_SCHEDULED_CLASSES: dict[tuple[type, frozenset[str]], type] = {}
 
 
 def state_class(name: str, slots: tuple[str, ...], doc: str = "") -> type:
@@ -35,8 +36,30 @@ def state_class(name: str, slots: tuple[str, ...], doc: str = "") -> type:
   cls = NamedTuple(name, fields)
   cls.__doc__ = doc or f"State of a jopt transform: count, hyperparams, {', '.join(slots)}."
   cls.__module__ = "jopt"
+  cls._jopt_scheduled = frozenset()
   _STATE_CLASSES.add(cls)
   return cls
+
+
+def scheduled_class(cls: type, scheduled: frozenset[str]) -> type:
+  """``cls``, or its subclass that records which hyperparameters a schedule drives.
+
+  The names are static facts about the transform, so they live in the state's
+  *type* (part of its pytree structure, like a treedef), never in its leaves:
+  the state stays a tuple of arrays that ``jit``, ``flax.serialization`` and
+  orbax accept, and ``isinstance(state, cls)`` holds. :func:`set_hyperparams`
+  reads them to refuse writes that the next update would silently overwrite.
+  """
+  if not scheduled:
+    return cls
+  key = (cls, frozenset(scheduled))
+  if key not in _SCHEDULED_CLASSES:
+    sub = type(cls.__name__, (cls,), {
+        "__slots__": (), "__module__": cls.__module__, "__doc__": cls.__doc__,
+        "_jopt_scheduled": frozenset(scheduled)})
+    _STATE_CLASSES.add(sub)
+    _SCHEDULED_CLASSES[key] = sub
+  return _SCHEDULED_CLASSES[key]
 
 
 def is_jopt_state(x: Any) -> bool:
@@ -59,6 +82,11 @@ class HyperSpec:
     self.values = dict(values)
     for k, v in self.values.items():
       validate.check_hyperparam(k, v, self.where)
+    self.scheduled = frozenset(k for k, v in self.values.items() if validate.is_schedule(v))
+
+  def state_type(self, cls: type) -> type:
+    """The state class for this spec: ``cls``, marked with the scheduled names."""
+    return scheduled_class(cls, self.scheduled)
 
   def init(self) -> dict[str, jax.Array]:
     """Values at step 0 as non-weak 0-d arrays."""
@@ -78,6 +106,11 @@ class HyperSpec:
     for k, v in self.values.items():
       if validate.is_schedule(v):
         out[k] = jnp.asarray(v(count), dtype=stored[k].dtype)
+      elif not validate.is_concrete(v):
+        # A traced value given to the factory (optax.inject_hyperparams rebuilds
+        # the optimizer at every update with its current values): it is the
+        # caller's live value, so it wins over the stored copy.
+        out[k] = jnp.asarray(v).astype(stored[k].dtype)
       else:
         out[k] = stored[k]
     return out
@@ -121,8 +154,17 @@ def set_hyperparams(state: Any, **values: Any) -> Any:
   """Return ``state`` with the named hyperparameters replaced.
 
   The new values keep the stored dtype and shape, so a jitted train step that
-  takes the state is not retraced. A hyperparameter driven by a schedule is
-  overwritten by the schedule at the next update: change the schedule instead.
+  takes the state is not retraced. Any real number or real 0-d array (float16,
+  bfloat16, ..., or a traced value inside ``jit``) is accepted.
+
+  A hyperparameter driven by a schedule cannot be set: the schedule overwrites
+  it at every update, so the write would be lost. To take manual control, build
+  the optimizer with a number for that argument (``set_hyperparams`` then
+  changes it freely); to change the curve, build it with another schedule.
+
+  Raises:
+    ValueError: an unknown name, a name two transforms hold, a value outside
+      the accepted range, or a schedule-driven name.
 
   Example:
     >>> state = jopt.set_hyperparams(state, learning_rate=1e-4, b2=0.98)
@@ -141,6 +183,15 @@ def set_hyperparams(state: Any, **values: Any) -> Any:
           f"set_hyperparams: {len(owners)} transforms hold {k!r}; pass the"
           " sub-state of the one you mean."
       )
+    owner = owners[0]
+    if k in type(owner)._jopt_scheduled:
+      raise ValueError(
+          f"set_hyperparams: {k!r} of this {type(owner).__name__} is driven by the"
+          f" schedule given as {k}= when the optimizer was built; the schedule"
+          " overwrites it at every update, so the value set here would be lost."
+          f" Build the optimizer with a number for {k} to set it by hand, or with"
+          " another schedule to change its curve."
+      )
     validate.check_hyperparam(k, v, "set_hyperparams: ")
 
   def replace(x):
@@ -150,7 +201,7 @@ def set_hyperparams(state: Any, **values: Any) -> Any:
     for k, v in values.items():
       if k in new:
         old = new[k]
-        new[k] = jnp.asarray(v, dtype=old.dtype).reshape(old.shape)
+        new[k] = jnp.asarray(v).astype(old.dtype).reshape(old.shape)
     return x._replace(hyperparams=new)
 
   return jax.tree.map(replace, state, is_leaf=is_jopt_state)

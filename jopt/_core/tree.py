@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+import sys
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
 from jax.experimental.shard_alike import shard_alike
 
 __all__ = ["zeros_like", "full_like", "check_same_structure", "safe_increment",
-           "compute_dtype", "explicit_spec", "gathered"]
+           "unwrap_variables", "leaf_paths", "check_leaf",
+           "compute_dtype", "real_dtype", "explicit_spec", "gathered"]
 
 
 def full_like(p: jax.Array, fill: float, dtype: Any = None, shape: Any = None) -> jax.Array:
@@ -44,6 +46,61 @@ def check_same_structure(expected: Any, got: Any, what: str, fix: str) -> None:
     )
 
 
+def _variable_type() -> Any:
+  """``flax.nnx.Variable`` if flax's NNX is loaded, else None (jopt never imports flax)."""
+  nnx = sys.modules.get("flax.nnx")
+  return getattr(nnx, "Variable", None)
+
+
+def unwrap_variables(tree: Any) -> Any:
+  """``tree`` with every ``flax.nnx.Variable`` (``nnx.Param``, ...) replaced by its array.
+
+  ``nnx.Optimizer`` hands ``init`` the model's ``nnx.State`` of Variables and
+  ``update`` plain arrays (``nnx.as_pure``); unwrapping at ``init`` gives slots
+  with the plain-array structure of the gradients, as optax's do.
+  """
+  var = _variable_type()
+  if var is None:
+    return tree
+  is_var = lambda x: isinstance(x, var)
+  if not any(is_var(x) for x in jax.tree.leaves(tree, is_leaf=is_var)):
+    return tree
+  return jax.tree.map(lambda x: x.get_value() if is_var(x) else x, tree, is_leaf=is_var)
+
+
+def leaf_paths(tree: Any, root: str = "params") -> list[str]:
+  """Each leaf's path, written as a user would index it: ``params['dense']['kernel']``."""
+  return [root + jax.tree_util.keystr(path)
+          for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
+
+
+def _kind(dtype: Any) -> str:
+  if jnp.issubdtype(dtype, jnp.complexfloating):
+    return "complex"
+  if jnp.issubdtype(dtype, jnp.floating):
+    return "real floating"
+  return f"non-floating ({jnp.dtype(dtype)})"
+
+
+def check_leaf(where: str, path: str, g: Any, shape: Sequence[int] | None,
+               dtype: Any = None) -> None:
+  """Raise unless gradient ``g`` has the parameter's ``shape`` and dtype kind.
+
+  Never reshape: a transposed (2, 3) gradient for a (3, 2) parameter is a bug in
+  the caller's code, not something to fix silently. ``None`` skips a check.
+  """
+  if shape is not None and tuple(g.shape) != tuple(shape):
+    raise ValueError(
+        f"{where}the gradient for {path} has shape {tuple(g.shape)}, but the"
+        f" parameter has shape {tuple(shape)}. Pass gradients shaped like the"
+        " params given to init (jax.grad of the loss with respect to them).")
+  if dtype is not None and _kind(g.dtype) != _kind(dtype):
+    raise TypeError(
+        f"{where}the gradient for {path} is {_kind(g.dtype)} ({jnp.dtype(g.dtype)}),"
+        f" but the parameter is {_kind(dtype)} ({jnp.dtype(dtype)}). Pass gradients"
+        " of the parameters' own kind of dtype.")
+
+
 def safe_increment(count: jax.Array) -> jax.Array:
   """``count + 1`` that saturates at the dtype's maximum instead of wrapping."""
   big = jnp.iinfo(count.dtype).max
@@ -51,15 +108,30 @@ def safe_increment(count: jax.Array) -> jax.Array:
 
 
 def compute_dtype(dtype: Any, what: str = "gradients") -> Any:
-  """The dtype an update is computed in: at least float32, never lower."""
-  if not jnp.issubdtype(dtype, jnp.floating):
+  """The dtype an update is computed in: at least float32 (complex64 for complex).
+
+  Real floats below 32 bits compute in float32; complex dtypes compute as
+  themselves (complex parameters are optimized as optax does: moments of
+  :math:`|g|^2`, updates conjugate-aware).
+  """
+  if not jnp.issubdtype(dtype, jnp.inexact):
     raise TypeError(
-        f"{what} must be floating point, got dtype {jnp.dtype(dtype)}; cast"
-        " integer or boolean leaves out of the gradient tree (optax.masked) or"
-        " to a float dtype."
+        f"{what} must be floating point or complex, got dtype {jnp.dtype(dtype)};"
+        " cast integer or boolean leaves out of the gradient tree (optax.masked)"
+        " or to a float dtype."
     )
   dtype = jnp.dtype(dtype)
+  if jnp.issubdtype(dtype, jnp.complexfloating):
+    return dtype
   return dtype if dtype.itemsize >= 4 else jnp.dtype(jnp.float32)
+
+
+def real_dtype(dtype: Any) -> Any:
+  """The real dtype of the same precision: float32 for complex64, else ``dtype``."""
+  dtype = jnp.dtype(dtype)
+  if jnp.issubdtype(dtype, jnp.complexfloating):
+    return jnp.finfo(dtype).dtype
+  return dtype
 
 
 def explicit_spec(x: jax.Array) -> Any:

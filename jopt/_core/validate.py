@@ -11,10 +11,11 @@ import math
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 __all__ = ["check_hyperparam", "check_range", "check_positive_int", "check_choice",
-           "is_schedule", "register_range"]
+           "is_schedule", "is_concrete", "register_range"]
 
 
 def is_schedule(value: Any) -> bool:
@@ -23,16 +24,30 @@ def is_schedule(value: Any) -> bool:
 
 
 def _concrete_float(value: Any) -> float | None:
-  """``value`` as a Python float, or None when it is traced or not scalar."""
+  """``value`` as a Python float, or None when it is traced or not a real scalar.
+
+  Any real 0-d array counts (float16, bfloat16, float64, integers); booleans
+  and complex numbers do not.
+  """
   if isinstance(value, jax.core.Tracer):
+    return None
+  if isinstance(value, (bool, np.bool_)):
     return None
   try:
     arr = np.asarray(value)
   except Exception:  # pylint: disable=broad-except
     return None
-  if arr.shape != () or not np.issubdtype(arr.dtype, np.number):
+  if arr.shape != () or arr.dtype == np.bool_:
+    return None
+  if not (jnp.issubdtype(arr.dtype, jnp.integer) or jnp.issubdtype(arr.dtype, jnp.floating)):
     return None
   return float(arr)
+
+
+def is_concrete(value: Any) -> bool:
+  """False for a traced value (inside ``jit``, ``vmap`` or ``inject_hyperparams``'s
+  jitted ``init``): checks that need the number are skipped for it."""
+  return not isinstance(value, jax.core.Tracer)
 
 
 def check_range(

@@ -8,7 +8,7 @@ from typing import Any
 import jax.numpy as jnp
 
 from jopt._core import validate
-from jopt._core.leafwise import slot_zeros
+from jopt._core.leafwise import param_like, slot_zeros
 from jopt._core.tree import full_like
 
 __all__ = ["init_value", "slot_full", "dtype_slot"]
@@ -29,13 +29,13 @@ def dtype_slot(name: str, dtype: Any, where: str, fill: float = 0.0):
   ``TypeError`` naming that option."""
   if dtype is not None:
     try:
-      ok = jnp.issubdtype(jnp.dtype(dtype), jnp.floating)
+      ok = jnp.issubdtype(jnp.dtype(dtype), jnp.inexact)
     except TypeError:
       ok = False
     if not ok:
       raise TypeError(
-          f"{where}{name}={dtype!r} must be a floating dtype (e.g. jnp.float32 or"
-          " jnp.bfloat16) or None for the parameter's dtype.")
+          f"{where}{name}={dtype!r} must be a floating or complex dtype (e.g."
+          " jnp.float32, jnp.bfloat16) or None for the parameter's dtype.")
   return slot_full(fill, dtype) if fill else slot_zeros(dtype)
 
 
@@ -43,4 +43,4 @@ def slot_full(value: float, dtype: Any = None):
   """A slot initializer: ``value`` everywhere, shaped and sharded like the parameter."""
   slot_zeros(dtype)  # validates dtype
   dtype = None if dtype is None else jnp.dtype(dtype)
-  return lambda p: full_like(p, value, dtype)
+  return param_like(lambda p: full_like(p, value, dtype), same_dtype=dtype is None)

@@ -10,7 +10,7 @@ import numpy as np
 
 from jopt._core import validate
 from jopt._core.hyperparams import HyperSpec, ScalarOrSchedule, state_class
-from jopt._core.leafwise import leafwise, slot_zeros
+from jopt._core.leafwise import leafwise, param_like, slot_zeros
 from jopt._core.tree import full_like, zeros_like
 
 __all__ = ["adafactor", "AdafactorState", "AdafactorMomentumState", "factored_dims"]
@@ -51,7 +51,8 @@ def factored_dims(shape: tuple[int, ...], factored: bool, min_dim_size_to_factor
 
 
 def _empty(p: jax.Array, dtype: Any) -> jax.Array:
-  return full_like(p, 0, dtype, shape=(0,))
+  """A zero-size (0, *p.shape) slot: no memory, the parameter's shape recorded."""
+  return full_like(p, 0, dtype, shape=(0, *p.shape))
 
 
 def _slot_inits(factored: bool, min_dim: int, nu_dtype: Any):
@@ -74,7 +75,15 @@ def _slot_inits(factored: bool, min_dim: int, nu_dtype: Any):
       return zeros_like(p, dt)
     return _empty(p, dt)
 
-  return {"v_row": reduced(1), "v_col": reduced(0), "v": full}
+  def param_shape(v_shape):
+    # v is the parameter's shape, or (0, *shape) where the parameter is factored.
+    if v_shape and v_shape[0] == 0 and factored_dims(tuple(v_shape[1:]), factored,
+                                                       min_dim) is not None:
+      return tuple(v_shape[1:])
+    return tuple(v_shape)
+
+  return {"v_row": reduced(1), "v_col": reduced(0),
+          "v": param_like(full, param_shape, same_dtype=nu_dtype is None)}
 
 
 def _adafactor_rule(factored: bool, min_dim: int, clip: bool, param_scale: bool,

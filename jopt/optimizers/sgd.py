@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from jopt._core.hyperparams import HyperSpec, ScalarOrSchedule, state_class
-from jopt._core.leafwise import leafwise
-from jopt._core.tree import full_like
+from jopt._core.leafwise import leafwise, slot_empty
 from jopt.optimizers._fill import dtype_slot
 
 __all__ = ["sgd", "SgdState", "SgdMomentumState"]
@@ -25,11 +24,10 @@ def _has_weight_decay(weight_decay: Any) -> bool:
   return callable(weight_decay) or weight_decay != 0
 
 
-def _structure_slot(p):
-  """A zero-size array for each parameter: the state then has the parameter
-  tree's structure, so a mismatched gradient tree is caught (plain SGD keeps
-  no other per-parameter state)."""
-  return full_like(p, 0, p.dtype, shape=(0,))
+# A zero-size (0, *shape) array for each parameter: the state then has the
+# parameter tree's structure and shapes, so a mismatched gradient tree or shape is
+# caught (plain SGD keeps no other per-parameter state).
+_structure_slot = slot_empty()
 
 
 def _sgd_rule(use_momentum: bool, nesterov: bool, decay: bool):

@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import optax
 
 from jopt._core import validate
-from jopt._core.tree import check_same_structure, compute_dtype, safe_increment, zeros_like
+from jopt._core.tree import (check_same_structure, compute_dtype, safe_increment,
+                             unwrap_variables, zeros_like)
 
 __all__ = ["accumulate", "AccumulateState"]
 
@@ -76,6 +77,7 @@ def accumulate(
     compute_dtype(acc_dtype)
 
   def init_fn(params):
+    params = unwrap_variables(params)
     return AccumulateState(
         mini_step=jnp.zeros([], jnp.int32),
         gradient_step=jnp.zeros([], jnp.int32),
