@@ -14,6 +14,12 @@ def _matrices_only(params):
   return {k: v.ndim == 2 for k, v in params.items()}
 
 
+def _optax_muon(variant, **kwargs):
+  """optax.contrib.muon for jopt.muon(..., variant="optax") parity cases."""
+  assert variant == "optax", variant
+  return optax.contrib.muon(**kwargs)
+
+
 ENTRIES = [
     Entry("lamb", jopt.lamb, dict(learning_rate=0.01), optax.lamb,
           parity=(dict(learning_rate=0.01),
@@ -50,20 +56,24 @@ ENTRIES = [
                        dtype_momentum=None, clipping_threshold=None, weight_decay_rate=0.01,
                        weight_decay_mask=_MATRICES)),
           mu_dtype_arg="dtype_momentum"),
-    # Two dense parity cases here; test_modern_optimizers.py compares the other
-    # preconditionings and coefficient tables.
-    Entry("muon", jopt.muon, dict(learning_rate=0.01), optax.contrib.muon,
-          parity=(dict(learning_rate=0.01),
+    # Property tests run the default (reference) rule; parity with optax runs
+    # variant="optax" (optax_fn drops it). Two dense parity cases here;
+    # test_muon.py compares the other preconditionings and coefficient tables,
+    # and the reference rule with NumPy and torch.optim.Muon.
+    Entry("muon", jopt.muon, dict(learning_rate=0.01), _optax_muon,
+          parity=(dict(learning_rate=0.01, variant="optax"),
                   dict(learning_rate=0.02, beta=0.9, eps=1e-6, weight_decay=0.1,
                        weight_decay_mask={"w1": True, "b1": False, "w2": False, "s": False},
                        adam_b1=0.8, adam_b2=0.99, adam_eps_root=1e-9, adam_weight_decay=0.01,
                        adam_learning_rate=0.005, ns_coeffs="dion", consistent_rms=0.2,
-                       preconditioning="spectral"))),
+                       preconditioning="spectral", variant="optax"))),
     Entry("muon_adaptive", jopt.muon, dict(learning_rate=0.01, adaptive=True, nesterov=False),
-          optax.contrib.muon,
-          parity=(dict(learning_rate=0.01, adaptive=True, nesterov=False),)),
-    # The warmup case differs by ~3e-8 because optax evaluates its warmup
-    # schedule in float32 even under x64; jopt in the hyperparameter dtype.
+          _optax_muon,
+          parity=(dict(learning_rate=0.01, adaptive=True, nesterov=False, variant="optax"),)),
+    # The warmup case differs by ~2e-8 because optax evaluates its warmup
+    # schedule in float32 (int32 counts) even under x64; jopt in the
+    # hyperparameter dtype. Same convention otherwise: test_schedule_free.py
+    # matches optax to ~1e-14 given the same warmup as a float64 schedule.
     Entry("schedule_free_adamw", jopt.schedule_free_adamw, dict(learning_rate=0.1),
           optax.contrib.schedule_free_adamw,
           parity=(dict(learning_rate=0.01),

@@ -74,8 +74,12 @@ def quantize(x: jax.Array, block_size: int, signed: bool) -> tuple[jax.Array, ja
 @functools.partial(jax.jit, static_argnums=(2, 3, 4))
 def dequantize(codes: jax.Array, scale: jax.Array, block_size: int, signed: bool,
                dtype=jnp.float32) -> jax.Array:
-  """Inverse of :func:`quantize` up to its rounding: an array shaped like ``codes``."""
+  """Inverse of :func:`quantize` up to its rounding: an array shaped like ``codes``.
+
+  The value is the float32 product code x scale, whatever ``dtype`` it is then
+  cast to (``scale`` may arrive upcast, e.g. float64 in a float64 update).
+  """
   cb = jnp.asarray(dynamic_codebook(signed))
   idx = _blocks(jnp.ravel(codes).astype(jnp.int32), block_size)
-  values = cb[idx] * scale[:, None]
+  values = cb[idx] * scale.astype(jnp.float32)[:, None]
   return values.reshape(-1)[: codes.size].reshape(codes.shape).astype(dtype)

@@ -9,7 +9,7 @@ from jax.experimental.shard_alike import shard_alike
 
 from jopt._core.blockwise import dequantize, num_blocks, quantize
 from jopt._core.hyperparams import HyperSpec, ScalarOrSchedule, state_class
-from jopt._core.leafwise import leafwise
+from jopt._core.leafwise import leafwise, param_like
 from jopt._core.tree import full_like, gathered, zeros_like
 from jopt.optimizers.adam import _adam_rule, _adam_scalars
 
@@ -45,10 +45,17 @@ def _build(name, learning_rate, b1, b2, eps, eps_root, weight_decay, mask, neste
     return p.size >= min_8bit_size
 
   def moment(p):
+    if jnp.issubdtype(p.dtype, jnp.complexfloating):
+      raise TypeError(
+          f"{where}params must be real: got a {p.dtype} parameter of shape"
+          f" {p.shape}, and block-wise 8-bit moments are real-valued. Use"
+          " jopt.adam / jopt.adamw for complex parameters.")
     return zeros_like(p, jnp.uint8) if quantized(p) else zeros_like(p, jnp.float32)
 
   def scale(p):
-    n = num_blocks(p.size, block_size) if quantized(p) else 0
+    # a small parameter keeps a one-element placeholder (orbax cannot save
+    # zero-size arrays)
+    n = num_blocks(p.size, block_size) if quantized(p) else 1
     return full_like(p, 0, jnp.float32, shape=(n,))
 
   def step(g, p, slots, h, flags):
@@ -67,8 +74,11 @@ def _build(name, learning_rate, b1, b2, eps, eps_root, weight_decay, mask, neste
     _, nu_c2 = shard_alike(nu_c, nu_c2)
     return u, (mu_c2, mu_s, nu_c2, nu_s)
 
+  # codes (or float32 moments) are shaped like the parameter: they let update
+  # check gradient shapes without params
   return leafwise(name, Adam8bitState, HyperSpec(name, **values),
-                  {"mu": moment, "mu_scale": scale, "nu": moment, "nu_scale": scale},
+                  {"mu": param_like(moment), "mu_scale": scale, "nu": moment,
+                   "nu_scale": scale},
                   step, needs_params=decoupled, scalars=_adam_scalars,
                   masks={"decay": mask} if decoupled else None)
 
@@ -86,20 +96,40 @@ def adam_8bit(
 ):
   r"""Adam whose two moments are stored as 8-bit block-wise quantized codes.
 
-  Each step dequantizes :math:`m, v`, takes the :func:`jopt.adam` step in
-  float32, and quantizes the new moments again:
+  Each step dequantizes :math:`m, v`, takes the :func:`jopt.adam` step in the
+  compute dtype (float32; float64 for float64 parameters), and quantizes the
+  new moments again:
 
   .. math::
-    m_t = Q_s\!ig(eta_1 	ilde m_{t-1} + (1-eta_1) g_tig),\quad
-    v_t = Q_u\!ig(eta_2 	ilde v_{t-1} + (1-eta_2) g_t^2ig),\quad
-    u_t = -\eta_t\, \hat m_t / (\sqrt{\hat v_t + ar\epsilon} + \epsilon)
+    m_t = \beta_1 \tilde m_{t-1} + (1-\beta_1) g_t,\quad
+    v_t = \beta_2 \tilde v_{t-1} + (1-\beta_2) g_t^2,\quad
+    u_t = -\eta_t\, \hat m_t / (\sqrt{\hat v_t + \bar\epsilon} + \epsilon) \\
+    \text{stored: } Q_s(m_t),\ Q_u(v_t),\quad
+    \tilde m_t = Q_s^{-1}(Q_s(m_t)),\ \tilde v_t = Q_u^{-1}(Q_u(v_t))
 
-  where :math:`Q_s, Q_u` round each block of ``block_size`` values, scaled by
-  its absolute maximum, to the nearest of 256 signed / unsigned dynamic codes
-  (:mod:`jopt._core.blockwise`) and :math:`\tilde m = Q^{-1}(m)`. State costs
-  2 bytes per parameter plus 8 bytes per block: about 0.25x float32 Adam's.
-  Parameters with fewer than ``min_8bit_size`` elements (biases, norms) keep
-  float32 moments, where quantization would save little and cost accuracy.
+  so the update uses the new moments before they are rounded, as the paper's
+  fused kernels do. :math:`Q_s, Q_u` cut the flattened moment into blocks of
+  ``block_size`` values (the last zero-padded), keep each block's float32
+  absolute maximum, and store for each value the uint8 index of the code
+  nearest (in float32, ties to the lower code) to value / absmax in the sorted
+  256-entry signed (:math:`m`) or unsigned (:math:`v`, which spends the sign
+  bit on precision) dynamic code book of :mod:`jopt._core.blockwise`. State
+  costs 2 bytes per parameter plus 8 bytes per block: about 0.25x float32
+  Adam's. Parameters with fewer than ``min_8bit_size`` elements (biases,
+  norms) keep float32 moments, where quantization would save little and cost
+  accuracy. tests/test_adam_8bit.py checks all of this step by step against a
+  NumPy transcription of the paper (codes bit-equal).
+
+  The code books and the block-wise rounding are the paper's; its code
+  (bitsandbytes' block-wise kernels, float32 only) differs in details: it
+  nudges a first-moment code that rounded to the wrong sign (e.g. a small
+  negative :math:`m` to 0) one code over, here rounding is plainly to the
+  nearest; it divides with a fast approximate division; it zeroes the state
+  where a gradient is not finite; its AdamW multiplies the stepped parameter
+  by :math:`1 - \eta\lambda` where :func:`adamw_8bit` adds
+  :math:`\eta\lambda\theta_{t-1}` to the update (equal to first order). Its
+  Adam step is :func:`jopt.adam`'s (:math:`\epsilon` outside the root of
+  :math:`\hat v_t`); :math:`\bar\epsilon` and ``nesterov`` are jopt's additions.
 
   Args:
     learning_rate, b1, b2, eps, eps_root, nesterov: as :func:`jopt.adam`.

@@ -12,7 +12,8 @@ import optax
 from jopt._core import validate
 from jopt._core.hyperparams import HyperSpec, ScalarOrSchedule, hyper_dtype, state_class
 from jopt._core.leafwise import slot_zeros
-from jopt._core.tree import check_same_structure, compute_dtype, safe_increment
+from jopt._core.tree import (check_leaf, check_same_structure, compute_dtype, leaf_paths,
+                             safe_increment, unwrap_variables)
 
 __all__ = ["schedule_free_adamw", "schedule_free_eval_params", "ScheduleFreeState"]
 
@@ -26,10 +27,21 @@ validate.register_range("weight_lr_power", 0.0, None)
 
 
 def _warmup(step: jax.Array, warmup_steps: int | None) -> jax.Array:
-  """Linear warmup factor ``min(step / warmup_steps, 1)`` (1 without warmup)."""
+  """Linear warmup factor ``min(step / warmup_steps, 1)`` (1 without warmup).
+
+  Evaluated in ``step``'s dtype (the hyperparameter dtype): optax computes the
+  same factor in float32 from int32 counts, even under x64.
+  """
   if warmup_steps is None:
     return jnp.ones_like(step)
   return jnp.clip(step, 0, warmup_steps) / warmup_steps
+
+
+def _store(x: jax.Array, dtype: Any) -> jax.Array:
+  """``x`` in a slot's dtype; a real slot keeps the real part of a complex value."""
+  if jnp.iscomplexobj(x) and not jnp.issubdtype(dtype, jnp.complexfloating):
+    x = x.real
+  return x.astype(dtype)
 
 
 def schedule_free_adamw(
@@ -51,22 +63,47 @@ def schedule_free_adamw(
   its weighted running average :math:`x`, the point to evaluate at:
 
   .. math::
-    v_t = \beta_2 v_{t-1} + (1-\beta_2) g_t^2,\quad
-    z_t = z_{t-1} - \gamma_t \left( \frac{g_t}{\sqrt{v_t/(1-\beta_2^t)} + \epsilon}
+    v_t = \beta_2 v_{t-1} + (1-\beta_2) |g_t|^2,\quad
+    z_t = z_{t-1} - \gamma_{t-1} \left( \frac{g_t}{\sqrt{v_t/(1-\beta_2^t)} + \epsilon}
           + \lambda\, y_{t-1} \right) \\
-    c_t = \frac{\bar\gamma_t^{\,p}}{\sum_{k \le t} \bar\gamma_k^{\,p}},\quad
-    \bar\gamma_t = \max_{k \le t} \gamma'_k,\quad
+    c_t = \frac{\bar\gamma_t^{\,p}}{\sum_{k=1}^{t} \bar\gamma_k^{\,p}},\quad
+    \bar\gamma_t = \max_{1 \le k \le t} \gamma_k,\quad
     x_t = (1 - c_t)\, x_{t-1} + c_t z_t,\quad
-    y_t = \beta_1 x_t + (1-\beta_1)\, z_t
+    y_t = \beta_1 x_t + (1-\beta_1)\, z_t \\
+    \gamma_k = \eta(k)\, \min(k/T_w, 1)
 
-  with :math:`g_t = \nabla f(y_{t-1})`, :math:`x_0 = z_0 = y_0`, and
-  :math:`\gamma_t = \eta_t w_t` where :math:`w_t = \min(t/T_w, 1)` is the
-  warmup factor at 0-based step :math:`t` (1 without warmup). As in
-  ``optax.contrib.schedule_free_adamw``, the averaging weight uses the rate of
-  the next step, :math:`\gamma'_t = \eta_{t+1} w_{t+1}`. Only :math:`z` is
-  stored; :math:`x` is recovered as :math:`(y - (1-\beta_1) z)/\beta_1`, so
-  evaluate with :func:`schedule_free_eval_params`. The update returned is
-  :math:`y_t - y_{t-1}`.
+  for the update :math:`t = 1, 2, \ldots`, with :math:`g_t = \nabla f(y_{t-1})`,
+  :math:`x_0 = z_0 = y_0`, :math:`\eta(k)` the learning rate (or schedule) at
+  step count :math:`k` and the warmup factor 1 without ``warmup_steps``. Only
+  :math:`z` is stored; :math:`x` is recovered as
+  :math:`(y - (1-\beta_1) z)/\beta_1`, so evaluate with
+  :func:`schedule_free_eval_params`. The update returned is :math:`y_t - y_{t-1}`.
+
+  **Warmup and schedule convention: optax 0.2.8's.** Update :math:`t` moves
+  :math:`z` with the rate of count :math:`t-1` (``state.count`` before the
+  update, so a warmup from 0 leaves :math:`z` in place on the first update),
+  while the averaging weight :math:`\bar\gamma_t` (``state.max_lr``, its
+  powers summed in ``state.weight_sum``) takes the rate of count :math:`t`,
+  the next update's :math:`z` rate. This is what
+  ``optax.contrib.schedule_free_adamw`` computes (its base optimizer's schedule
+  runs on a count from 0, the averaging on a count from 1), kept so that
+  switching from optax changes nothing; tests/test_schedule_free.py compares
+  the two in float64 step by step. Where jopt departs from optax: the warmup
+  is evaluated in the hyperparameter dtype (float64 under ``jax_enable_x64``),
+  while optax's ``warmup_constant_schedule`` runs in float32 on int32 counts
+  even under x64, as :math:`(0-\eta)(1-k/T_w)+\eta`, which cancels early in
+  the warmup (so the two are up to ~1e-6 apart in ``max_lr`` and
+  ``weight_sum``, a few 1e-8 in the parameters; pass
+  ``optax.warmup_constant_schedule(0., lr, T)`` as ``learning_rate`` to get
+  optax's numbers exactly); ``max_lr`` and ``weight_sum`` are kept in the
+  hyperparameter dtype, not, as in optax, in the parameters' lowest dtype
+  (e.g. bfloat16). Where optax and jopt depart from
+  the paper's reference code (``AdamWScheduleFree``, facebookresearch/
+  schedule_free): there step :math:`k = 0, 1, \ldots` warms up with
+  :math:`\min((k+1)/T_w, 1)` and uses that one rate for both the :math:`z`
+  step and the average, so its :math:`z` is one warmup step ahead of this
+  one (its averaging weights are the same); it also offers a polynomial
+  weight :math:`(k+1)^r` (default :math:`r = 0`), absent here.
 
   Same names, defaults and updates as ``optax.contrib.schedule_free_adamw``.
   Note that the average keeps moving when :math:`\eta` is set to 0 after some
@@ -116,21 +153,25 @@ def schedule_free_adamw(
   nu_init = slot_zeros(nu_dtype)
   lr_value = hyper.values["learning_rate"]
 
+  cls = hyper.state_type(ScheduleFreeState)  # records schedule-driven names
+
   def init_fn(params):
+    params = unwrap_variables(params)
     leaves, treedef = jax.tree.flatten(params)
     z = []
-    for p in leaves:
-      compute_dtype(p.dtype)
+    for path, p in zip(leaf_paths(params), leaves):
+      compute_dtype(p.dtype, f"{where}{path}")
       dt = p.dtype if state_dtype is None else jnp.dtype(state_dtype)
       z.append(jnp.array(p, dtype=dt, copy=True))  # a distinct buffer (donation-safe)
     hd = hyper_dtype()
-    return ScheduleFreeState(
+    return cls(
         count=jnp.zeros([], jnp.int32), hyperparams=hyper.init(),
         z=treedef.unflatten(z), nu=treedef.unflatten([nu_init(p) for p in leaves]),
         weight_sum=jnp.zeros([], hd), max_lr=jnp.zeros([], hd))
 
   def update_fn(updates, state, params=None, **extra):
     del extra
+    updates = unwrap_variables(updates)
     g_leaves, treedef = jax.tree.flatten(updates)
     for slot in ("z", "nu"):
       check_same_structure(jax.tree.structure(getattr(state, slot)), treedef,
@@ -138,14 +179,20 @@ def schedule_free_adamw(
     if params is None:
       raise ValueError(f"{where}this optimizer needs the current parameters: call"
                        " tx.update(grads, state, params).")
+    params = unwrap_variables(params)
     y_leaves, pdef = jax.tree.flatten(params)
     check_same_structure(treedef, pdef, f"{where}params",
                          "Pass params with the same structure as the gradients.")
+    paths = leaf_paths(updates)
+    for path, g, y in zip(paths, g_leaves, y_leaves):
+      check_leaf(where, path, g, y.shape, y.dtype)
 
     h = hyper.resolve(state.hyperparams, state.count)
     count_inc = safe_increment(state.count)
     hd = hyper_dtype()
     t = count_inc.astype(hd)
+    # optax's convention (see the docstring): z moves with the rate of count
+    # t - 1, the average is weighted with the rate of count t
     lr_z = h["learning_rate"] * _warmup(state.count.astype(hd), warmup_steps)
     lr_next = (jnp.asarray(lr_value(count_inc), hd) if validate.is_schedule(lr_value)
                else h["learning_rate"])
@@ -161,24 +208,25 @@ def schedule_free_adamw(
     nu_leaves = jax.tree.leaves(state.nu)
     new_u, new_z, new_nu = [], [], []
     cache: dict[Any, dict[str, jax.Array]] = {}
-    for g, y, z, nu in zip(g_leaves, y_leaves, z_leaves, nu_leaves):
-      cdt = compute_dtype(g.dtype)
+    for path, g, y, z, nu in zip(paths, g_leaves, y_leaves, z_leaves, nu_leaves):
+      cdt = compute_dtype(g.dtype, f"{where}{path}")
       if cdt not in cache:
         cache[cdt] = {k: v.astype(cdt) for k, v in scal.items()}
       s = cache[cdt]
       g_, y_, z_, nu_ = g.astype(cdt), y.astype(cdt), z.astype(cdt), nu.astype(cdt)
       b1_ = s["b1"]
-      nu_ = s["b2"] * nu_ + (1 - s["b2"]) * (g_ * g_)
+      sq = (g_ * jnp.conj(g_)).real if jnp.iscomplexobj(g_) else g_ * g_  # |g|^2, as optax
+      nu_ = s["b2"] * nu_ + (1 - s["b2"]) * sq.astype(cdt)
       step = g_ / (jnp.sqrt(nu_ / s["bc2"]) + s["eps"]) + s["weight_decay"] * y_
-      z_new = (z_ - s["lr_z"] * step).astype(z.dtype).astype(cdt)
+      z_new = _store(z_ - s["lr_z"] * step, z.dtype).astype(cdt)
       x_prev = (y_ - (1 - b1_) * z_) / b1_
       x = (1 - s["ck"]) * x_prev + s["ck"] * z_new
       y_new = b1_ * x + (1 - b1_) * z_new
       new_u.append((y_new - y_).astype(g.dtype))
-      new_z.append(z_new.astype(z.dtype))
-      new_nu.append(nu_.astype(nu.dtype))
+      new_z.append(_store(z_new, z.dtype))
+      new_nu.append(_store(nu_, nu.dtype))
 
-    new_state = ScheduleFreeState(
+    new_state = cls(
         count=count_inc, hyperparams=h, z=treedef.unflatten(new_z),
         nu=treedef.unflatten(new_nu), weight_sum=weight_sum, max_lr=max_lr)
     return treedef.unflatten(new_u), new_state
