@@ -120,18 +120,77 @@ def test_state_class_and_hyperparams(tx, cls, names):
   assert set(jopt.hyperparams(s)) == names
 
 
+def _per_param_fields(state, params):
+  """Names of the NamedTuple fields anywhere in ``state`` that hold a tree shaped
+  like ``params`` (optax's states are chains of NamedTuples)."""
+  pdef, names = jax.tree.structure(params), set()
+
+  def visit(x):
+    if isinstance(x, tuple) and hasattr(x, "_fields"):
+      for f in x._fields:
+        v = getattr(x, f)
+        if jax.tree.structure(v) == pdef:
+          names.add(f)
+        else:
+          visit(v)
+    elif isinstance(x, (tuple, list)):
+      for v in x:
+        visit(v)
+
+  visit(state)
+  return names
+
+
+# jopt's own per-parameter fields that optax has no counterpart for.
+_JOPT_ONLY_FIELDS = {"tree"}  # sgd without momentum: records the params' shapes
+
+
+@pytest.mark.parametrize("name,kwargs", [
+    ("sgd", dict(learning_rate=0.1)),
+    ("sgd", dict(learning_rate=0.1, momentum=0.9)),
+    ("adagrad", dict(learning_rate=0.1)),
+    ("rmsprop", dict(learning_rate=0.1)),
+    ("rmsprop", dict(learning_rate=0.1, momentum=0.9)),
+    ("rmsprop", dict(learning_rate=0.1, centered=True)),
+    ("rmsprop", dict(learning_rate=0.1, centered=True, momentum=0.9)),
+    ("adadelta", dict(learning_rate=0.1)),
+    ("amsgrad", dict(learning_rate=0.1)),
+    ("adamax", dict(learning_rate=0.1)),
+    ("radam", dict(learning_rate=0.1)),
+    ("adam", dict(learning_rate=0.1)),
+    ("adamw", dict(learning_rate=0.1)),
+    ("nadam", dict(learning_rate=0.1)),
+    ("nadamw", dict(learning_rate=0.1)),
+    ("lamb", dict(learning_rate=0.1)),
+    ("lars", dict(learning_rate=0.1)),
+    ("lion", dict(learning_rate=0.1)),
+    ("adafactor", dict(learning_rate=0.1, min_dim_size_to_factor=2)),
+    ("adafactor", dict(learning_rate=0.1, min_dim_size_to_factor=2, momentum=0.9)),
+], ids=lambda x: x if isinstance(x, str) else ",".join(f"{k}={v}" for k, v in x.items()))
+def test_state_fields_have_optax_names(name, kwargs):
+  """Each per-parameter field of the state has the name optax's optimizer of the
+  same name uses, so ``optax.tree.get(state, "trace")`` and friends find it."""
+  p = problems.quadratic_init()
+  mine = _per_param_fields(getattr(jopt, name)(**kwargs).init(p), p)
+  with jax.numpy_dtype_promotion("standard"):
+    theirs = getattr(optax, name)(**kwargs).init(p)
+  assert mine - _JOPT_ONLY_FIELDS == _per_param_fields(theirs, p)
+  for field in mine - _JOPT_ONLY_FIELDS:
+    assert optax.tree.get(getattr(jopt, name)(**kwargs).init(p), field) is not None
+
+
 def test_storage_dtypes_are_settable():
   p = problems.quadratic_init(jnp.float32)
   f32, bf16 = jnp.float32, jnp.bfloat16
   cases = [
       (jopt.rmsprop(0.1, centered=True, momentum=0.9, mu_dtype=bf16, nu_dtype=f32),
-       {"nu": f32, "mu": bf16, "momentum": bf16}),
+       {"nu": f32, "mu": bf16, "trace": bf16}),
       (jopt.amsgrad(0.1, mu_dtype=bf16, nu_dtype=bf16), {"mu": bf16, "nu": bf16, "nu_max": bf16}),
       (jopt.adamax(0.1, mu_dtype=bf16), {"mu": bf16, "nu": f32}),
       (jopt.radam(0.1, nu_dtype=bf16), {"mu": f32, "nu": bf16}),
       (jopt.adadelta(nu_dtype=bf16), {"e_g": bf16, "e_x": bf16}),
       (jopt.adagrad(0.1, nu_dtype=bf16), {"sum_of_squares": bf16}),
-      (jopt.sgd(0.1, momentum=0.9, accumulator_dtype=bf16), {"momentum": bf16}),
+      (jopt.sgd(0.1, momentum=0.9, accumulator_dtype=bf16), {"trace": bf16}),
   ]
   g = jax.grad(problems.quadratic_loss)(p)
   for tx, want in cases:
@@ -144,14 +203,26 @@ def test_storage_dtypes_are_settable():
 
 # ---------------------------------------------------------------- behaviour
 
-def test_sgd_weight_decay_default_needs_no_params():
+@pytest.mark.parametrize("fn", [lambda **kw: jopt.sgd(0.1, momentum=0.9, **kw),
+                                lambda **kw: jopt.adadelta(**kw)], ids=["sgd", "adadelta"])
+def test_weight_decay_default_none_needs_no_params(fn):
+  """None (the default) is off: no term, no hyperparameter, no params. Any
+  number, 0 included, keeps weight_decay in state (so inject_hyperparams, which
+  injects every numeric default, never changes the layout)."""
   p = problems.quadratic_init()
   g = jax.grad(problems.quadratic_loss)(p)
-  tx = jopt.sgd(0.1, momentum=0.9)
-  tx.update(g, tx.init(p))  # no params: fine
-  tx = jopt.sgd(0.1, momentum=0.9, weight_decay=1e-2)
-  with pytest.raises(ValueError, match="params"):
-    tx.update(g, tx.init(p))
+  tx = fn()
+  s = tx.init(p)
+  assert "weight_decay" not in jopt.hyperparams(s)
+  tx.update(g, s)  # no params: fine
+  for wd in (0.5, 0.0):
+    tx = fn(weight_decay=wd)
+    assert float(jopt.hyperparams(tx.init(p))["weight_decay"]) == wd
+    with pytest.raises(ValueError, match="params"):
+      tx.update(g, tx.init(p))
+  u0, _ = fn(weight_decay=0.0).update(g, fn(weight_decay=0.0).init(p), p)
+  u, _ = fn().update(g, s, p)
+  jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), u0, u)
 
 
 def test_adadelta_learning_rate_none_is_one_and_descends(x64):

@@ -149,3 +149,110 @@ def test_changing_lr_every_step_never_recompiles():
     s = jopt.set_hyperparams(s, learning_rate=1e-3 * (i + 1), weight_decay=1e-3 * i)
     p, s = step(p, s)
   assert len(traces) == 1
+
+
+# ------------------------------------------------- traced values given to a factory
+# Checks run on concrete values only; a traced value (jit of a factory, vmap over
+# hyperparameters, optax.inject_hyperparams' jitted init) passes through unchecked
+# and is used as given. Structural choices never depend on a value.
+
+# (name, the numeric arguments traced, other arguments)
+_TRACEABLE = [
+    ("sgd", dict(learning_rate=0.1, momentum=0.9, weight_decay=0.01), {}),
+    ("adagrad", dict(learning_rate=0.1, initial_accumulator_value=0.2, eps=1e-6,
+                     lr_decay=0.01), {}),
+    ("rmsprop", dict(learning_rate=0.01, decay=0.8, eps=1e-4, initial_scale=0.5,
+                     momentum=0.5), dict(centered=True)),
+    ("adadelta", dict(learning_rate=0.5, rho=0.8, eps=1e-5, weight_decay=0.01), {}),
+    ("amsgrad", dict(learning_rate=0.1, b1=0.8, b2=0.99, eps=1e-6, eps_root=1e-9), {}),
+    ("adamax", dict(learning_rate=0.1, b1=0.8, b2=0.99, eps=1e-6), {}),
+    ("radam", dict(learning_rate=0.1, b1=0.8, b2=0.99, eps=1e-6, threshold=4.5), {}),
+    ("adam", dict(learning_rate=0.1, b1=0.8, b2=0.99, eps=1e-6, eps_root=1e-9), {}),
+    ("adamw", dict(learning_rate=0.1, b1=0.8, weight_decay=0.05), {}),
+    ("nadam", dict(learning_rate=0.1, b2=0.99), {}),
+    ("nadamw", dict(learning_rate=0.1, weight_decay=0.05), {}),
+    ("lamb", dict(learning_rate=0.1, b1=0.8, weight_decay=0.05), {}),
+    ("lars", dict(learning_rate=0.5, weight_decay=0.01, trust_coefficient=0.01, eps=1e-6,
+                  momentum=0.8), {}),
+    ("lion", dict(learning_rate=0.01, b1=0.8, b2=0.95, weight_decay=0.01), {}),
+    ("adafactor", dict(learning_rate=0.05, decay_rate=0.7, decay_offset=2, clipping_threshold=0.5,
+                       momentum=0.9, weight_decay_rate=0.01, eps=1e-20),
+     dict(min_dim_size_to_factor=2, dtype_momentum=None)),
+    ("add_decayed_weights", dict(weight_decay=0.1), {}),
+]
+
+
+def _two_steps(tx, p):
+  s = tx.init(p)
+  for _ in range(2):
+    u, s = tx.update(jax.grad(problems.quadratic_loss)(p), s, p)
+    p = optax.apply_updates(p, u)
+  return p, s
+
+
+@pytest.mark.parametrize("name,traced,static", _TRACEABLE, ids=[c[0] for c in _TRACEABLE])
+def test_jit_of_a_factory_uses_the_traced_values(name, traced, static):
+  p = problems.quadratic_init()
+  fn = getattr(jopt, name)
+  want_p, want_s = _two_steps(fn(**traced, **static), p)
+
+  @jax.jit
+  def run(values):
+    return _two_steps(fn(**values, **static), p)
+
+  got_p, got_s = run(jax.tree.map(jnp.asarray, traced))
+  assert jax.tree.structure(got_s) == jax.tree.structure(want_s)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6,
+                                                       atol=1e-7), (got_p, got_s), (want_p, want_s))
+
+
+@pytest.mark.parametrize("name,traced,static", _TRACEABLE, ids=[c[0] for c in _TRACEABLE])
+def test_vmap_over_the_learning_rate(name, traced, static):
+  p = problems.quadratic_init()
+  fn = getattr(jopt, name)
+  key = "learning_rate" if "learning_rate" in traced else "weight_decay"
+  rates = jnp.asarray([0.5, 1.0, 2.0]) * traced[key]
+  got, _ = jax.vmap(lambda r: _two_steps(fn(**{**traced, key: r}, **static), p))(rates)
+  for i, r in enumerate(rates):
+    want, _ = _two_steps(fn(**{**traced, key: float(r)}, **static), p)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a[i]), np.asarray(b),
+                                                         rtol=1e-6, atol=1e-7), got, want)
+
+
+@pytest.mark.parametrize("name,traced,static", _TRACEABLE, ids=[c[0] for c in _TRACEABLE])
+def test_inject_hyperparams_matches_and_injects_every_number(name, traced, static):
+  p = problems.quadratic_init()
+  fn = getattr(jopt, name)
+  statics = tuple(static) + (("min_dim_size_to_factor",) if name == "adafactor" else ())
+  tx = optax.inject_hyperparams(fn, static_args=statics)(**traced, **static)
+  with jax.numpy_dtype_promotion("standard"):
+    s = jax.jit(tx.init)(p)
+    u, s = jax.jit(tx.update)(jax.grad(problems.quadratic_loss)(p), s, p)
+  assert set(traced) <= set(s.hyperparams)
+  ref = fn(**traced, **static)
+  v, r = ref.update(jax.grad(problems.quadratic_loss)(p), ref.init(p), p)
+  assert jax.tree.structure(s.inner_state) == jax.tree.structure(r)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6,
+                                                       atol=1e-7), (u, s.inner_state), (v, r))
+
+
+def test_concrete_values_are_still_checked_at_construction():
+  with pytest.raises(ValueError, match="b1"):
+    jopt.adam(0.1, b1=jnp.asarray(1.5))
+  with pytest.raises(ValueError, match="initial_accumulator_value"):
+    jopt.adagrad(0.1, initial_accumulator_value=jnp.asarray(-1.0))
+  with pytest.raises(ValueError, match="decay_offset"):
+    jopt.adafactor(decay_offset=jnp.asarray(-2))
+  # a traced value is not checked: it is the caller's to vouch for
+  jax.jit(lambda b1: jopt.adam(0.1, b1=b1).init(problems.quadratic_init()))(1.5)
+
+
+def test_static_arguments_refuse_a_traced_value_naming_it():
+  p = problems.quadratic_init()
+  with pytest.raises(TypeError, match=r"min_dim_size_to_factor.*static_args"):
+    jax.jit(lambda m: jopt.adafactor(min_dim_size_to_factor=m).init(p))(2)
+  with pytest.raises(TypeError, match=r"min_dim_size_to_factor.*static"):
+    jax.jit(optax.inject_hyperparams(jopt.adafactor)(min_dim_size_to_factor=2).init)(p)
+  # concrete integer arrays are fine (inject_hyperparams passes them outside jit)
+  s = jopt.adafactor(min_dim_size_to_factor=jnp.asarray(2)).init(p)
+  assert s.v_row["w"].shape == (3,) and s.v_col["w"].shape == (4,)

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from jopt._core import validate
+from jopt._core.tree import unwrap_variables
 
 __all__ = ["state_class", "scheduled_class", "HyperSpec", "hyperparams", "set_hyperparams", "is_jopt_state"]
 
@@ -92,7 +93,7 @@ class HyperSpec:
     """Values at step 0 as non-weak 0-d arrays."""
     dt = hyper_dtype()
     return {
-        k: jnp.asarray(v(0) if validate.is_schedule(v) else v, dtype=dt)
+        k: jnp.asarray(validate.real_value(v(0) if validate.is_schedule(v) else v), dtype=dt)
         for k, v in self.values.items()
     }
 
@@ -110,7 +111,7 @@ class HyperSpec:
         # A traced value given to the factory (optax.inject_hyperparams rebuilds
         # the optimizer at every update with its current values): it is the
         # caller's live value, so it wins over the stored copy.
-        out[k] = jnp.asarray(v).astype(stored[k].dtype)
+        out[k] = jnp.asarray(validate.real_value(v)).astype(stored[k].dtype)
       else:
         out[k] = stored[k]
     return out
@@ -146,7 +147,7 @@ def hyperparams(state: Any) -> dict[str, jax.Array]:
             f"two transforms in this state both hold a hyperparameter named {k!r};"
             " pass the sub-state of the one you mean (e.g. state[0])."
         )
-      out[k] = v
+      out[k] = unwrap_variables(v)  # nnx.Optimizer's opt_state wraps leaves in OptArray
   return out
 
 
@@ -201,7 +202,7 @@ def set_hyperparams(state: Any, **values: Any) -> Any:
     for k, v in values.items():
       if k in new:
         old = new[k]
-        new[k] = jnp.asarray(v).astype(old.dtype).reshape(old.shape)
+        new[k] = jnp.asarray(validate.real_value(v)).astype(old.dtype).reshape(old.shape)
     return x._replace(hyperparams=new)
 
   return jax.tree.map(replace, state, is_leaf=is_jopt_state)

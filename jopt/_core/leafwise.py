@@ -43,7 +43,7 @@ from jopt._core.tree import (check_leaf, check_same_structure, compute_dtype, fu
                              leaf_paths, safe_increment, unwrap_variables,
                              zeros_like)
 
-__all__ = ["leafwise", "slot_zeros", "slot_empty", "param_like", "resolve_mask", "Step"]
+__all__ = ["leafwise", "slot_zeros", "slot_placeholder", "param_like", "resolve_mask", "Step"]
 
 Step = Callable[..., tuple[jax.Array, tuple[jax.Array, ...]]]
 
@@ -78,12 +78,13 @@ def slot_zeros(dtype: Any = None) -> Callable[[jax.Array], jax.Array]:
   return param_like(lambda p: zeros_like(p, dtype), same_dtype=dtype is None)
 
 
-def slot_empty(dtype: Any = None) -> Callable[[jax.Array], jax.Array]:
-  """A zero-size slot of shape ``(0, *p.shape)``: no memory, but the state still
-  records each parameter's shape (for optimizers that keep nothing per element)."""
+def slot_placeholder(dtype: Any = None) -> Callable[[jax.Array], jax.Array]:
+  """A one-element slot per parameter, for optimizers that keep nothing per
+  element there: the state keeps the params' tree structure (so a mismatched
+  gradient tree is caught without params) at 4 bytes a parameter. Not zero-size:
+  orbax refuses to save zero-size arrays."""
   dtype = _check_slot_dtype(dtype)
-  return param_like(lambda p: full_like(p, 0, dtype, shape=(0, *p.shape)),
-                    recover=lambda s: tuple(s[1:]), same_dtype=dtype is None)
+  return lambda p: full_like(p, 0, dtype, shape=(1,))
 
 
 def resolve_mask(mask: Any, tree: Any, n: int, where: str) -> list[bool]:
@@ -114,8 +115,34 @@ def resolve_mask(mask: Any, tree: Any, n: int, where: str) -> list[bool]:
   return [bool(b) for b in leaves]
 
 
+def _astype(x: jax.Array, dtype: Any) -> jax.Array:
+  """``x.astype(dtype)``, or ``x`` itself when it already is that (non-weak) dtype:
+  the usual case, where a traced no-op cast per array would only slow tracing."""
+  if x.dtype == dtype and not jax.typeof(x).weak_type:
+    return x
+  return x.astype(dtype)
+
+
+def _check_slot_shapes(where: str, path: str, g: Any, inits: Mapping[str, Any],
+                       stored: list[Any]) -> None:
+  """Without params or a parameter-shaped slot: a gradient whose shape would build
+  other slot shapes than the stored ones belongs to another parameter."""
+  like = jax.ShapeDtypeStruct(g.shape, g.dtype)
+  for (s, init), have in zip(inits.items(), stored):
+    want = jax.eval_shape(init, like).shape
+    if tuple(want) != tuple(have.shape):
+      raise ValueError(
+          f"{where}the gradient for {path} has shape {tuple(g.shape)}, but the"
+          f" optimizer state was built for a parameter of another shape (slot"
+          f" {s!r} has shape {tuple(have.shape)}; a parameter of the gradient's"
+          f" shape gives {tuple(want)}). Pass gradients shaped like the params"
+          " given to init.")
+
+
 def _to_compute(x: jax.Array, cdt: Any) -> jax.Array:
   """Inexact slots are read in the compute dtype; integer slots (codes) as stored."""
+  if x.dtype == cdt:
+    return _astype(x, cdt)
   if not jnp.issubdtype(x.dtype, jnp.inexact):
     return x
   if jnp.issubdtype(x.dtype, jnp.complexfloating) and not jnp.issubdtype(
@@ -127,10 +154,10 @@ def _to_compute(x: jax.Array, cdt: Any) -> jax.Array:
 def _store(x: jax.Array, dtype: Any) -> jax.Array:
   """Cast a rule's output to its slot's (or gradient's) dtype; a real slot keeps
   the real part of a complex value explicitly (never a silent ComplexWarning)."""
-  if jnp.issubdtype(x.dtype, jnp.complexfloating) and not jnp.issubdtype(
-      dtype, jnp.complexfloating):
+  if x.dtype != dtype and jnp.issubdtype(x.dtype, jnp.complexfloating) and (
+      not jnp.issubdtype(dtype, jnp.complexfloating)):
     x = x.real
-  return x.astype(dtype)
+  return _astype(x, dtype)
 
 
 def leafwise(
@@ -152,9 +179,10 @@ def leafwise(
     state_cls: a class from :func:`jopt._core.hyperparams.state_class` whose
       slot fields are the keys of ``slots``, in order.
     hyper: the numeric hyperparameters.
-    slots: slot name -> ``init(param) -> array``; mark at least one with
-      :func:`param_like` (``slot_zeros`` and ``slot_empty`` are) so gradients
-      are shape-checked even when ``update`` gets no params.
+    slots: slot name -> ``init(param) -> array``. Mark one with
+      :func:`param_like` (``slot_zeros`` slots are) to check gradient shapes
+      against it when ``update`` gets no params; otherwise each slot's shape is
+      compared with what its ``init`` gives for the gradient's shape.
     step: the per-array rule. Hyperparameters reach it in the compute dtype
       (complex for complex gradients: real-valued element-wise steps such as
       ``max`` or ``sqrt`` of a second moment take ``.real`` first).
@@ -227,6 +255,8 @@ def leafwise(
         ref = slot_leaves[shape_slot][i]
         check_leaf(where, path, g, shape_init.param_shape(ref.shape),
                    ref.dtype if shape_init.param_dtype else None)
+      else:
+        _check_slot_shapes(where, path, g, slots, [sl[i] for sl in slot_leaves])
     flag_lists = {k: resolve_mask(m, params if params is not None else updates,
                                   len(g_leaves), where) for k, m in masks.items()}
     h, count_inc, cast = hyper_values(state)
@@ -236,8 +266,8 @@ def leafwise(
       cdt = compute_dtype(g.dtype, f"{where}{paths[i]}")
       p = p_leaves[i]
       u, outs = step(
-          g.astype(cdt),
-          None if p is None else p.astype(cdt),
+          _astype(g, cdt),
+          None if p is None else _astype(p, cdt),
           tuple(_to_compute(sl[i], cdt) for sl in slot_leaves),
           cast(cdt),
           {k: v[i] for k, v in flag_lists.items()},

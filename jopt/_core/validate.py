@@ -3,6 +3,12 @@
 Every numeric hyperparameter is checked against one table, keyed by its name,
 both when a transform is built and when :func:`jopt.set_hyperparams` changes it.
 A schedule is checked by evaluating it at step 0.
+
+Only concrete values are checked. A traced value (a factory called inside
+``jit`` or ``vmap``, or by ``optax.inject_hyperparams``' jitted ``init``) passes
+through unchecked and is used as given, so no decision that shapes the program
+may depend on it; arguments that do shape it (:func:`static_int`) refuse a
+traced value with an error saying how to pass it as a static argument.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = ["check_hyperparam", "check_range", "check_positive_int", "check_choice",
-           "is_schedule", "is_concrete", "register_range"]
+           "is_schedule", "is_concrete", "register_range", "static_int", "real_value"]
 
 
 def is_schedule(value: Any) -> bool:
@@ -26,8 +32,10 @@ def is_schedule(value: Any) -> bool:
 def _concrete_float(value: Any) -> float | None:
   """``value`` as a Python float, or None when it is traced or not a real scalar.
 
-  Any real 0-d array counts (float16, bfloat16, float64, integers); booleans
-  and complex numbers do not.
+  Any real 0-d array counts (float16, bfloat16, float64, integers), and so
+  does a complex one whose imaginary part is exactly 0 (``optax.inject_hyperparams``
+  casts hyperparameters to the parameters' dtype, complex for complex
+  parameters); booleans and other complex numbers do not.
   """
   if isinstance(value, jax.core.Tracer):
     return None
@@ -39,9 +47,22 @@ def _concrete_float(value: Any) -> float | None:
     return None
   if arr.shape != () or arr.dtype == np.bool_:
     return None
+  if jnp.issubdtype(arr.dtype, jnp.complexfloating):
+    if arr.imag != 0:
+      return None
+    arr = arr.real
   if not (jnp.issubdtype(arr.dtype, jnp.integer) or jnp.issubdtype(arr.dtype, jnp.floating)):
     return None
   return float(arr)
+
+
+def real_value(value: Any) -> Any:
+  """``value`` with a complex dtype's (zero, when checked) imaginary part
+  dropped, so storing it as a real hyperparameter raises no ``ComplexWarning``;
+  anything else unchanged. Traced values too."""
+  if jnp.iscomplexobj(value):
+    return jnp.real(value)
+  return value
 
 
 def is_concrete(value: Any) -> bool:
@@ -129,10 +150,36 @@ def check_hyperparam(name: str, value: Any, where: str = "") -> None:
               where=where)
 
 
-def check_positive_int(name: str, value: Any, where: str = "") -> None:
-  """Raise unless ``value`` is an integer >= 1."""
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-    raise ValueError(f"{where}{name}={value!r} must be an integer >= 1.")
+def static_int(name: str, value: Any, where: str = "", minimum: int = 0) -> int:
+  """``value`` as a Python int >= ``minimum``, for an argument that fixes the
+  program or the state's shapes (so it cannot be a traced value).
+
+  Python and NumPy integers and concrete 0-d integer arrays are accepted (what
+  ``optax.inject_hyperparams`` passes outside ``jit``). A traced value is a
+  ``TypeError`` naming the argument and saying how to pass it as a static one;
+  anything else is a ``ValueError``.
+  """
+  if not is_concrete(value):
+    raise TypeError(
+        f"{where}{name} is a traced value, but it fixes the program (which arrays"
+        " are computed, and their shapes), so it must be a concrete integer. Pass"
+        " it as a static argument: jax.jit(..., static_argnames=...) or"
+        f" optax.inject_hyperparams(..., static_args=({name!r},)).")
+  arr = None
+  if not isinstance(value, (bool, np.bool_)):
+    try:
+      arr = np.asarray(value)
+    except Exception:  # pylint: disable=broad-except
+      arr = None
+  if (arr is None or arr.shape != () or not np.issubdtype(arr.dtype, np.integer)
+      or int(arr) < minimum):
+    raise ValueError(f"{where}{name}={value!r} must be an integer >= {minimum}.")
+  return int(arr)
+
+
+def check_positive_int(name: str, value: Any, where: str = "") -> int:
+  """``value`` as an int; raise unless it is an integer >= 1 (see :func:`static_int`)."""
+  return static_int(name, value, where, 1)
 
 
 def check_choice(name: str, value: Any, choices: tuple[Any, ...], where: str = "") -> None:

@@ -8,14 +8,15 @@ import jax.numpy as jnp
 
 from jopt._core.hyperparams import HyperSpec, ScalarOrSchedule, state_class
 from jopt._core.leafwise import leafwise
+from jopt.optimizers._complex import abs_sq, real, scale
 from jopt.optimizers._fill import dtype_slot
 
 __all__ = ["adadelta", "AdadeltaState"]
 
 AdadeltaState = state_class(
     "AdadeltaState", ("e_g", "e_x"),
-    "State of jopt.adadelta: count, hyperparams, e_g (mean squared gradient),"
-    " e_x (mean squared step).")
+    "State of jopt.adadelta (optax's field names): count, hyperparams, e_g (mean"
+    " of |g|^2), e_x (mean of |step|^2); both real-valued also for complex parameters.")
 
 
 def _adadelta_rule(decay: bool):
@@ -23,10 +24,12 @@ def _adadelta_rule(decay: bool):
     e_g, e_x = slots
     if decay and flags["decay"]:
       g = g + h["weight_decay"] * p
-    rho, eps = h["rho"], h["eps"]
-    e_g = rho * e_g + (1 - rho) * (g * g)
-    d = jnp.sqrt(e_x + eps) / jnp.sqrt(e_g + eps) * g
-    e_x = rho * e_x + (1 - rho) * (d * d)
+    hr = real(h)
+    rho, eps = hr["rho"], hr["eps"]
+    e_x = jnp.real(e_x)
+    e_g = rho * jnp.real(e_g) + (1 - rho) * abs_sq(g)
+    d = scale(g, jnp.sqrt(e_x + eps) / jnp.sqrt(e_g + eps))
+    e_x = rho * e_x + (1 - rho) * abs_sq(d)
     return -h["learning_rate"] * d, (e_g, e_x)
 
   return step
@@ -36,15 +39,15 @@ def adadelta(
     learning_rate: ScalarOrSchedule | None = None,
     rho: ScalarOrSchedule = 0.9,
     eps: ScalarOrSchedule = 1e-6,
-    weight_decay: ScalarOrSchedule = 0.0,
+    weight_decay: ScalarOrSchedule | None = None,
     weight_decay_mask: Any = None,
     *,
     nu_dtype: Any = None,
 ):
   r"""Adadelta: a step sized by the ratio of running RMS of past steps and gradients.
 
-  With :math:`\tilde g_t = g_t + \lambda\,\theta_{t-1}` (coupled L2, off when
-  :math:`\lambda = 0`):
+  With :math:`\tilde g_t = g_t + \lambda\,\theta_{t-1}` (coupled L2, off by
+  default):
 
   .. math::
     E[g^2]_t = \rho\, E[g^2]_{t-1} + (1-\rho)\, \tilde g_t^2 \\
@@ -62,7 +65,9 @@ def adadelta(
   ``None`` to "no scaling" and so skips the sign flip too: its
   ``adadelta(None)`` steps *up* the gradient; jopt does not copy that.)
   ``torch.optim.Adadelta(lr, rho, eps, weight_decay)`` is the same rule step
-  for step, with the same coupled weight decay.
+  for step, with the same coupled weight decay. optax's ``adadelta`` does not
+  take complex parameters; jopt's does, with :math:`|\tilde g_t|^2` and
+  :math:`|\Delta_t|^2` in the two averages.
 
   Args:
     learning_rate: step size :math:`\eta`, a number or a schedule; ``None``
@@ -71,8 +76,11 @@ def adadelta(
     eps: :math:`\epsilon` >= 0, inside both square roots (it also sets the size
       of the first steps, since :math:`E[\Delta^2]_0 = 0`).
     weight_decay: :math:`\lambda` >= 0, coupled L2 added to the gradient. The
-      default 0 adds no term, keeps no hyperparameter and needs no params; a
-      nonzero value or a schedule lives in state and ``update`` needs ``params``.
+      default None (optax: 0.0, the same numbers) adds no term, keeps no
+      hyperparameter and needs no params; a number (0 included) or a schedule
+      lives in ``state.hyperparams`` and ``update`` then needs ``params``. None
+      rather than 0 marks "off" so that the state's layout never depends on a
+      value: ``optax.inject_hyperparams`` injects every numeric default.
     weight_decay_mask: which parameters decay: a tree of bools like the params,
       or a function ``params -> tree``; None decays all.
     nu_dtype: storage dtype of both running averages (default: the
@@ -91,7 +99,7 @@ def adadelta(
   if learning_rate is None:
     learning_rate = 1.0
   values: dict[str, Any] = dict(learning_rate=learning_rate, rho=rho, eps=eps)
-  decay = callable(weight_decay) or weight_decay != 0
+  decay = weight_decay is not None
   if decay:
     values["weight_decay"] = weight_decay
   return leafwise(

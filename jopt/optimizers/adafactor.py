@@ -10,23 +10,26 @@ import numpy as np
 
 from jopt._core import validate
 from jopt._core.hyperparams import HyperSpec, ScalarOrSchedule, state_class
-from jopt._core.leafwise import leafwise, param_like, slot_zeros
+from jopt._core.leafwise import leafwise, slot_zeros
 from jopt._core.tree import full_like, zeros_like
+from jopt.optimizers._complex import abs_sq, divide, real, scale
 
 __all__ = ["adafactor", "AdafactorState", "AdafactorMomentumState", "factored_dims"]
 
 AdafactorState = state_class(
     "AdafactorState", ("v_row", "v_col", "v"),
-    "State of jopt.adafactor: count, hyperparams, and per parameter either the"
-    " factored statistics v_row (mean over the largest axis) and v_col (mean over"
-    " the second largest axis) or the full second moment v; the unused slots hold"
-    " empty arrays of shape (0,).")
+    "State of jopt.adafactor (optax's field names): count, hyperparams, and per"
+    " parameter either the factored statistics v_row (mean over the largest axis)"
+    " and v_col (mean over the second largest axis) or the full second moment v;"
+    " the unused slots hold empty arrays. The statistics are of |g|^2 + eps,"
+    " real-valued also for complex parameters.")
 AdafactorMomentumState = state_class(
-    "AdafactorMomentumState", ("v_row", "v_col", "v", "mu"),
-    "State of jopt.adafactor with momentum: as AdafactorState, plus mu (the"
-    " momentum of the relative updates, in dtype_momentum).")
+    "AdafactorMomentumState", ("v_row", "v_col", "v", "ema"),
+    "State of jopt.adafactor with momentum: as AdafactorState, plus ema (the"
+    " momentum of the relative updates, in dtype_momentum; optax.ema's name).")
 
 validate.register_range("decay_rate", 0.0, None)
+validate.register_range("decay_offset", 0.0, None)
 validate.register_range("clipping_threshold", 0.0, None, low_open=True)
 validate.register_range("weight_decay_rate", 0.0, None)
 
@@ -51,8 +54,8 @@ def factored_dims(shape: tuple[int, ...], factored: bool, min_dim_size_to_factor
 
 
 def _empty(p: jax.Array, dtype: Any) -> jax.Array:
-  """A zero-size (0, *p.shape) slot: no memory, the parameter's shape recorded."""
-  return full_like(p, 0, dtype, shape=(0, *p.shape))
+  """A one-element placeholder, as optax keeps (orbax cannot save zero-size arrays)."""
+  return full_like(p, 0, dtype, shape=(1,))
 
 
 def _slot_inits(factored: bool, min_dim: int, nu_dtype: Any):
@@ -75,23 +78,32 @@ def _slot_inits(factored: bool, min_dim: int, nu_dtype: Any):
       return zeros_like(p, dt)
     return _empty(p, dt)
 
-  def param_shape(v_shape):
-    # v is the parameter's shape, or (0, *shape) where the parameter is factored.
-    if v_shape and v_shape[0] == 0 and factored_dims(tuple(v_shape[1:]), factored,
-                                                       min_dim) is not None:
-      return tuple(v_shape[1:])
-    return tuple(v_shape)
+  return {"v_row": reduced(1), "v_col": reduced(0), "v": full}
 
-  return {"v_row": reduced(1), "v_col": reduced(0),
-          "v": param_like(full, param_shape, same_dtype=nu_dtype is None)}
+
+def _momentum_slot(dtype: Any):
+  """The momentum buffer in ``dtype`` (None: the parameter's). For a complex
+  parameter a real ``dtype`` means the complex dtype of its precision: a real
+  buffer would drop the imaginary part of every step."""
+  slot_zeros(dtype)  # validates dtype
+  dtype = None if dtype is None else jnp.dtype(dtype)
+
+  def init(p):
+    dt = p.dtype if dtype is None else dtype
+    if jnp.iscomplexobj(p) and not jnp.issubdtype(dt, jnp.complexfloating):
+      dt = jnp.dtype(jnp.complex128 if dt.itemsize == 8 else jnp.complex64)
+    return zeros_like(p, dt)
+
+  return init
 
 
 def _adafactor_rule(factored: bool, min_dim: int, clip: bool, param_scale: bool,
                     momentum: bool, decay: bool):
   def step(g, p, slots, h, flags):
-    v_row, v_col, v = slots[:3]
-    beta = h["decay_t"]
-    g2 = g * g + h["eps"]
+    hr = real(h)  # the statistics are real, also for complex g
+    v_row, v_col, v = (jnp.real(x) for x in slots[:3])
+    beta = hr["decay_t"]
+    g2 = abs_sq(g) + hr["eps"]
     dims = factored_dims(g.shape, factored, min_dim)
     if dims is not None:
       d1, d0 = dims  # second largest, largest
@@ -99,16 +111,16 @@ def _adafactor_rule(factored: bool, min_dim: int, clip: bool, param_scale: bool,
       v_col = beta * v_col + (1 - beta) * jnp.mean(g2, axis=d1)
       d1_in_row = d1 - 1 if d1 > d0 else d1
       row_scale = v_row / jnp.mean(v_row, axis=d1_in_row, keepdims=True)
-      u = (g * jnp.expand_dims(row_scale ** -0.5, d0)
-           * jnp.expand_dims(v_col ** -0.5, d1))
+      u = scale(scale(g, jnp.expand_dims(row_scale ** -0.5, d0)),
+                jnp.expand_dims(v_col ** -0.5, d1))
     else:
       v = beta * v + (1 - beta) * g2
-      u = g * v ** -0.5
+      u = scale(g, v ** -0.5)
     if clip:
-      u = u / jnp.maximum(1, jnp.sqrt(jnp.mean(u * u)) / h["clipping_threshold"])
+      u = divide(u, jnp.maximum(1, jnp.sqrt(jnp.mean(abs_sq(u))) / hr["clipping_threshold"]))
     if param_scale:
-      rms = jnp.sqrt(jnp.mean(p * p))
-      u = u * jnp.where(rms <= _MIN_PARAM_SCALE, _MIN_PARAM_SCALE, rms)
+      rms = jnp.sqrt(jnp.mean(abs_sq(p)))
+      u = scale(u, jnp.where(rms <= _MIN_PARAM_SCALE, _MIN_PARAM_SCALE, rms))
     outs = (v_row, v_col, v)
     if momentum:
       mu = h["momentum"] * slots[3] + (1 - h["momentum"]) * u
@@ -140,7 +152,7 @@ def adafactor(
 
   With :math:`\hat\beta_t = 1 - (t - t_0)^{-\gamma}` (``decay_rate`` :math:`\gamma`,
   ``decay_offset`` :math:`t_0`, :math:`t` the 1-based step) and
-  :math:`G_t = g_t^2 + \epsilon`, an array of rank >= 2 whose two largest axes
+  :math:`G_t = |g_t|^2 + \epsilon`, an array of rank >= 2 whose two largest axes
   both have at least ``min_dim_size_to_factor`` entries keeps only
   the means of :math:`G_t` over its largest axis (``v_row``) and over its second
   largest axis (``v_col``), both averaged with :math:`\hat\beta_t`. For a matrix
@@ -174,23 +186,31 @@ def adafactor(
 
   The statistics are computed in at least float32 (optax rounds them to the
   parameter dtype first); :math:`\hat\beta_t` is computed in float32 even
-  under ``jax_enable_x64``, as in optax.
+  under ``jax_enable_x64``, as in optax. Complex parameters are handled as optax
+  does (:math:`|g_t|^2` in the statistics, RMS of :math:`|a_t|` and
+  :math:`|\theta|`); the state's fields carry optax's names (``v_row``,
+  ``v_col``, ``v``; the momentum buffer is ``ema``, as ``optax.ema`` calls it).
 
   Args:
     learning_rate: step size :math:`\eta`, a number or a schedule; None means
       1 (the step is then set by the parameter scale alone). Stored in state as
       ``learning_rate`` either way.
     min_dim_size_to_factor: factor an array's statistics only when its second
-      largest dimension has at least this many entries (integer >= 1).
+      largest dimension has at least this many entries (integer >= 1). Static:
+      it sets the state's shapes, so a traced value is a ``TypeError`` (with
+      ``optax.inject_hyperparams``, pass ``static_args=("min_dim_size_to_factor",)``,
+      as optax's own tests do).
     decay_rate: :math:`\gamma` >= 0 of the second-moment decay schedule.
-    decay_offset: :math:`t_0`, integer >= 0: the step a fine-tuning run starts at.
+    decay_offset: :math:`t_0`, integer >= 0: the step a fine-tuning run starts
+      at. Kept in ``state.hyperparams`` (a traced value is used as given).
     multiply_by_parameter_scale: scale steps by :math:`\max(\mathrm{RMS}(\theta), 10^{-3})`;
       if False, :math:`\eta` is an absolute step size.
     clipping_threshold: :math:`d` > 0, the largest RMS of :math:`a_t` per array,
       or None for no clipping.
     momentum: :math:`\mu` in [0, 1), or None for no momentum (no extra memory).
     dtype_momentum: storage dtype of :math:`m` (default float32, as optax;
-      None: the parameter's).
+      None: the parameter's). For complex parameters a real dtype stands for
+      the complex dtype of its precision (optax keeps only the real part).
     weight_decay_rate: :math:`\lambda` >= 0 (multiplied by :math:`\eta`, see
       above), or None for no decay.
     eps: :math:`\epsilon` >= 0, added to the squared gradient.
@@ -214,16 +234,17 @@ def adafactor(
   Memory Cost*, ICML 2018.
   """
   where = "adafactor: "
-  validate.check_positive_int("min_dim_size_to_factor", min_dim_size_to_factor, where)
-  if (isinstance(decay_offset, bool) or not isinstance(decay_offset, (int, np.integer))
-      or decay_offset < 0):
-    raise ValueError(f"{where}decay_offset={decay_offset!r} must be an integer >= 0.")
+  # Static: it decides which arrays are factored, i.e. the state's shapes.
+  min_dim = validate.check_positive_int("min_dim_size_to_factor", min_dim_size_to_factor,
+                                        where)
+  if validate.is_concrete(decay_offset):  # a traced offset (inject_hyperparams) is used live
+    validate.static_int("decay_offset", decay_offset, where, 0)
   for name, flag in (("multiply_by_parameter_scale", multiply_by_parameter_scale),
                      ("factored", factored)):
     if not isinstance(flag, (bool, np.bool_)):
       raise TypeError(f"{where}{name} must be True or False, got {flag!r}.")
   values = dict(learning_rate=1.0 if learning_rate is None else learning_rate,
-                decay_rate=decay_rate, eps=eps)
+                decay_rate=decay_rate, decay_offset=decay_offset, eps=eps)
   if clipping_threshold is not None:
     values["clipping_threshold"] = clipping_threshold
   if momentum is not None:
@@ -232,16 +253,16 @@ def adafactor(
     values["weight_decay_rate"] = weight_decay_rate
   hyper = HyperSpec("adafactor", **values)
 
-  slots = _slot_inits(bool(factored), int(min_dim_size_to_factor), nu_dtype)
+  slots = _slot_inits(bool(factored), min_dim, nu_dtype)
   if momentum is not None:
-    slots["mu"] = slot_zeros(dtype_momentum)
-  offset = int(decay_offset)
+    slots["ema"] = _momentum_slot(dtype_momentum)
 
   def scalars(h):
     # In float32 whatever the hyperparameter dtype, as optax and the original
     # implementation compute it: float64 runs then follow optax bit for bit
     # (the rounding, ~1e-7 relative, is far below the statistics' own noise).
-    t = (h["t"] - offset).astype(jnp.float32)
+    # t - t0 is a whole number, exact in the hyperparameter dtype.
+    t = (h["t"] - h["decay_offset"]).astype(jnp.float32)
     beta = 1 - t ** (-h["decay_rate"].astype(jnp.float32))
     return {"decay_t": beta.astype(h["t"].dtype)}
 
@@ -251,7 +272,7 @@ def adafactor(
       AdafactorMomentumState if momentum is not None else AdafactorState,
       hyper,
       slots,
-      _adafactor_rule(bool(factored), int(min_dim_size_to_factor),
+      _adafactor_rule(bool(factored), min_dim,
                       clipping_threshold is not None, bool(multiply_by_parameter_scale),
                       momentum is not None, decay),
       needs_params=bool(multiply_by_parameter_scale) or decay,

@@ -8,26 +8,29 @@ import jax.numpy as jnp
 
 from jopt._core.hyperparams import HyperSpec, ScalarOrSchedule, state_class
 from jopt._core.leafwise import leafwise
+from jopt.optimizers._complex import abs_sq, scale
 from jopt.optimizers._fill import dtype_slot, init_value
 
 __all__ = ["adagrad", "AdagradState"]
 
 AdagradState = state_class(
     "AdagradState", ("sum_of_squares",),
-    "State of jopt.adagrad: count, hyperparams, sum_of_squares (the accumulator G).")
+    "State of jopt.adagrad (optax's field name): count, hyperparams, sum_of_squares"
+    " (the accumulator G of |g|^2, real-valued also for complex parameters).")
 
 
 def _adagrad_rule(eps_in_sqrt: bool):
   def step(g, p, slots, h, flags):
     del p, flags
     (acc,) = slots
-    acc = acc + g * g
+    acc = jnp.real(acc) + abs_sq(g)
+    eps = jnp.real(h["eps"])
     if eps_in_sqrt:
-      scale = jnp.where(acc > 0, 1 / jnp.sqrt(acc + h["eps"]), 0)
+      factor = jnp.where(acc > 0, 1 / jnp.sqrt(acc + eps), 0)
     else:
-      scale = jnp.where(acc > 0, 1 / (jnp.sqrt(acc) + h["eps"]), 0)
+      factor = jnp.where(acc > 0, 1 / (jnp.sqrt(acc) + eps), 0)
     lr = h["learning_rate"] / (1 + (h["t"] - 1) * h["lr_decay"])
-    return -lr * (scale * g), (acc,)
+    return -lr * scale(g, factor), (acc,)
 
   return step
 
@@ -51,7 +54,8 @@ def adagrad(
           \end{cases}
 
   and :math:`u_t = 0` wherever :math:`G_t = 0` (a coordinate that has only seen
-  zero gradients does not move, even with :math:`\epsilon = 0`).
+  zero gradients does not move, even with :math:`\epsilon = 0`). For complex
+  parameters :math:`g_t^2` is :math:`|g_t|^2`, as in optax.
 
   Same names and defaults as ``optax.adagrad`` (which puts :math:`\epsilon`
   inside the root and starts :math:`G` at 0.1). ``torch.optim.Adagrad`` puts
@@ -65,7 +69,8 @@ def adagrad(
     learning_rate: step size :math:`\eta`, a number or a schedule ``step -> value``.
     initial_accumulator_value: :math:`G_{init}` >= 0, the accumulator's value
       at init (a number; it is not kept as a hyperparameter since it only
-      matters once).
+      matters once; a traced value, as ``optax.inject_hyperparams`` passes
+      inside a jitted ``init``, fills the accumulator unchecked).
     eps: :math:`\epsilon` >= 0.
     eps_in_sqrt: add :math:`\epsilon` inside the square root (optax) or outside
       it (torch).

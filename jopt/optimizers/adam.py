@@ -4,25 +4,56 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 
 from jopt._core.hyperparams import HyperSpec, ScalarOrSchedule, state_class
 from jopt._core.leafwise import leafwise, slot_zeros
+from jopt.optimizers._complex import abs_sq, divide, real, scale
 
 __all__ = ["adam", "adamw", "nadam", "nadamw", "AdamState"]
 
-AdamState = state_class("AdamState", ("mu", "nu"))
+AdamState = state_class(
+    "AdamState", ("mu", "nu"),
+    "State of jopt.adam, adamw, nadam and nadamw (optax's field names): count,"
+    " hyperparams, mu (first moment, in mu_dtype) and nu (second moment of |g|,"
+    " in nu_dtype; real-valued also for complex parameters).")
 
 
 def _adam_scalars(h):
-  t = h["t"]
-  return {"bc1": 1 - h["b1"] ** t, "bc2": 1 - h["b2"] ** t, "bc1_next": 1 - h["b1"] ** (t + 1)}
+  """Bias corrections, and the factors Adam's step folds them into (once per update).
+
+  ``omb1 = 1 - b1``, ``omb2 = 1 - b2``, ``step_mu = -lr / bc1`` (NAdam:
+  ``nesterov_mu = -lr b1 / bc1_next``, ``nesterov_g = -lr (1 - b1) / bc1``),
+  ``inv_bc2 = 1 / bc2``, ``step_wd = -lr wd``: each parameter then does one
+  multiply where it would do a divide, a multiply and a negation (optax:
+  ``mu / bc1``, ``nu / bc2``, ``* -lr``), and tracing emits no per-array
+  scalar arithmetic.
+  """
+  t, b1, b2, lr = h["t"], h["b1"], h["b2"], h["learning_rate"]
+  bc1, bc2, bc1_next = 1 - b1 ** t, 1 - b2 ** t, 1 - b1 ** (t + 1)
+  out = {"bc1": bc1, "bc2": bc2, "bc1_next": bc1_next, "inv_bc2": 1 / bc2,
+         "omb1": 1 - b1, "omb2": 1 - b2, "step_mu": -lr / bc1,
+         "nesterov_mu": -lr * b1 / bc1_next, "nesterov_g": -lr * (1 - b1) / bc1}
+  if "weight_decay" in h:
+    out["step_wd"] = -lr * h["weight_decay"]
+  return out
 
 
 def update_moments(g, mu, nu, h):
-  """The two moving averages of the Adam family: (m_t, v_t) from g_t, b1, b2."""
-  b1, b2 = h["b1"], h["b2"]
-  return (1 - b1) * g + b1 * mu, (1 - b2) * (g * g) + b2 * nu
+  """The two moving averages of the Adam family: (m_t, v_t) from g_t, b1, b2.
+
+  :math:`v_t` averages :math:`|g_t|^2` and is real (for complex ``g`` too)."""
+  b1, b2 = h["b1"], _re(h["b2"])
+  # 1 - b1 and 1 - b2 come precomputed from _adam_scalars (once per update)
+  omb1 = h["omb1"] if "omb1" in h else 1 - b1
+  omb2 = _re(h["omb2"]) if "omb2" in h else 1 - b2
+  return omb1 * g + b1 * mu, omb2 * abs_sq(g) + b2 * _re(nu)
+
+
+def _re(x):
+  """The real part, without a traced op for real ``x`` (the usual case)."""
+  return jax.lax.real(x) if jnp.iscomplexobj(x) else x
 
 
 def corrected_mu(g, mu, h, nesterov: bool):
@@ -34,13 +65,20 @@ def corrected_mu(g, mu, h, nesterov: bool):
 
 
 def _adam_rule(nesterov: bool, decoupled: bool):
+  # -lr * m_hat / (sqrt(nu / bc2 + eps_root) + eps) [+ -lr * wd * p], with the
+  # per-update factors of _adam_scalars: per element one divide (optax: two)
+  # and no more operations than optax's step.
   def step(g, p, slots, h, flags):
+    hr = real(h) if jnp.iscomplexobj(g) else h
     mu, nu = update_moments(g, *slots, h)
-    m_hat = corrected_mu(g, mu, h, nesterov)
-    u = m_hat / (jnp.sqrt(nu / h["bc2"] + h["eps_root"]) + h["eps"])
+    if nesterov:
+      num = scale(mu, hr["nesterov_mu"]) + scale(g, hr["nesterov_g"])
+    else:
+      num = scale(mu, hr["step_mu"])
+    u = divide(num, jnp.sqrt(nu * hr["inv_bc2"] + hr["eps_root"]) + hr["eps"])
     if decoupled and flags["decay"]:
-      u = u + h["weight_decay"] * p
-    return -h["learning_rate"] * u, (mu, nu)
+      u = u + scale(p, hr["step_wd"])
+    return u, (mu, nu)
 
   return step
 
@@ -89,6 +127,8 @@ def adam(
   Same names and defaults as ``optax.adam``; ``eps`` sits outside the square
   root as in ``torch.optim.Adam``. Every number may also be a schedule, and all
   live in ``state.hyperparams`` (change them with :func:`jopt.set_hyperparams`).
+  Complex parameters are handled as optax does: :math:`g_t^2` is
+  :math:`|g_t|^2`, so :math:`v_t` is real and the step keeps :math:`m_t`'s phase.
 
   Args:
     learning_rate: step size :math:`\eta`, a number or a schedule ``step -> value``.

@@ -8,13 +8,15 @@ import jax.numpy as jnp
 
 from jopt._core.hyperparams import HyperSpec, ScalarOrSchedule, state_class
 from jopt._core.leafwise import leafwise
+from jopt.optimizers._complex import divide, real
 from jopt.optimizers._fill import dtype_slot
 
 __all__ = ["adamax", "AdamaxState"]
 
 AdamaxState = state_class(
     "AdamaxState", ("mu", "nu"),
-    "State of jopt.adamax: count, hyperparams, mu (first moment), nu (decayed max |g|).")
+    "State of jopt.adamax (optax's field names): count, hyperparams, mu (first"
+    " moment), nu (decayed maximum of |g|, real-valued also for complex parameters).")
 
 
 def _scalars(h):
@@ -25,15 +27,17 @@ def _adamax_rule(eps_in_max: bool):
   def step(g, p, slots, h, flags):
     del p, flags
     mu, nu = slots
-    b1, b2, eps = h["b1"], h["b2"], h["eps"]
+    hr = real(h)
+    b1, b2, eps = h["b1"], hr["b2"], hr["eps"]
     mu = (1 - b1) * g + b1 * mu
+    nu = jnp.real(nu)
     if eps_in_max:
       nu = jnp.maximum(b2 * nu, jnp.abs(g) + eps)
       denom = nu
     else:
       nu = jnp.maximum(b2 * nu, jnp.abs(g))
       denom = nu + eps
-    return -h["learning_rate"] * ((mu / h["bc1"]) / denom), (mu, nu)
+    return -h["learning_rate"] * divide(mu / h["bc1"], denom), (mu, nu)
 
   return step
 
@@ -57,7 +61,8 @@ def adamax(
     v_t = \max(\beta_2 v_{t-1},\ |g_t|),\qquad
     u_t = -\eta_t\, \frac{m_t}{(1-\beta_1^t)(v_t + \epsilon)} \qquad (\texttt{eps\_in\_max=False})
 
-  with :math:`m_0 = v_0 = 0`; :math:`v` needs no bias correction.
+  with :math:`m_0 = v_0 = 0`; :math:`v` needs no bias correction. For complex
+  parameters :math:`|g_t|` is the modulus (as in optax), so :math:`v` is real.
 
   The default, :math:`\epsilon` inside the maximum, is the rule of both
   ``optax.adamax`` (0.2.8) and ``torch.optim.Adamax``, so ``jopt.adamax(lr, b1,

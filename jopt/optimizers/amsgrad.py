@@ -8,6 +8,7 @@ import jax.numpy as jnp
 
 from jopt._core.hyperparams import HyperSpec, ScalarOrSchedule, state_class
 from jopt._core.leafwise import leafwise
+from jopt.optimizers._complex import divide, real
 from jopt.optimizers._fill import dtype_slot
 from jopt.optimizers.adam import update_moments
 
@@ -15,7 +16,9 @@ __all__ = ["amsgrad", "AmsgradState"]
 
 AmsgradState = state_class(
     "AmsgradState", ("mu", "nu", "nu_max"),
-    "State of jopt.amsgrad: count, hyperparams, mu, nu and nu_max (running maximum).")
+    "State of jopt.amsgrad (optax's field names): count, hyperparams, mu, nu and"
+    " nu_max (running maximum of nu, bias-corrected by default); nu and nu_max"
+    " are real-valued also for complex parameters.")
 
 
 def _scalars(h):
@@ -27,11 +30,12 @@ def _amsgrad_rule(bias_correction_mu: bool, bias_correction_nu: bool):
   def step(g, p, slots, h, flags):
     del p, flags
     mu, nu, nu_max = slots
+    hr = real(h)
     mu, nu = update_moments(g, mu, nu, h)
     m_hat = mu / h["bc1"] if bias_correction_mu else mu
-    v_eff = nu / h["bc2"] if bias_correction_nu else nu
-    nu_max = jnp.maximum(nu_max, v_eff)
-    u = m_hat / (jnp.sqrt(nu_max + h["eps_root"]) + h["eps"])
+    v_eff = nu / hr["bc2"] if bias_correction_nu else nu
+    nu_max = jnp.maximum(jnp.real(nu_max), v_eff)
+    u = divide(m_hat, jnp.sqrt(nu_max + hr["eps_root"]) + hr["eps"])
     return -h["learning_rate"] * u, (mu, nu, nu_max)
 
   return step
@@ -63,7 +67,8 @@ def amsgrad(
   off: the algorithm of Reddi et al.).
 
   Same names, defaults and results as ``optax.amsgrad``: the maximum is taken
-  over *bias-corrected* second moments. ``torch.optim.Adam(amsgrad=True)``
+  over *bias-corrected* second moments (of :math:`|g_t|^2` for complex
+  parameters, as optax). ``torch.optim.Adam(amsgrad=True)``
   instead keeps the maximum of the raw :math:`v_t` and divides it by the
   current :math:`1-\beta_2^t`; with the default :math:`\beta_2` the two differ
   only in the first steps, but they are not the same rule.

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 
 from jopt._core.hyperparams import HyperSpec, ScalarOrSchedule, state_class
 from jopt._core.leafwise import leafwise, slot_zeros
+from jopt.optimizers._complex import divide, real, scale
 from jopt.optimizers.adam import _adam_scalars, corrected_mu, update_moments
 from jopt.optimizers.lars import trust_ratio
 
@@ -15,16 +16,19 @@ __all__ = ["lamb", "LambState"]
 
 LambState = state_class(
     "LambState", ("mu", "nu"),
-    "State of jopt.lamb: count, hyperparams, mu and nu (Adam's first and second"
-    " moments, in mu_dtype and nu_dtype).")
+    "State of jopt.lamb (optax's field names): count, hyperparams, mu and nu"
+    " (Adam's first and second moments, in mu_dtype and nu_dtype; nu is"
+    " real-valued also for complex parameters).")
 
 
 def _lamb_step(g, p, slots, h, flags):
+  hr = real(h)
   mu, nu = update_moments(g, *slots, h)
-  r = corrected_mu(g, mu, h, nesterov=False) / (jnp.sqrt(nu / h["bc2"] + h["eps_root"]) + h["eps"])
+  r = divide(corrected_mu(g, mu, h, nesterov=False),
+             jnp.sqrt(nu / hr["bc2"] + hr["eps_root"]) + hr["eps"])
   if flags["decay"]:
     r = r + h["weight_decay"] * p
-  r = r * trust_ratio(p, r, 1.0, 0.0)
+  r = scale(r, trust_ratio(p, r, 1.0, 0.0))
   return -h["learning_rate"] * r, (mu, nu)
 
 
@@ -52,7 +56,8 @@ def lamb(
 
   So each array moves by :math:`\eta\,\|\theta\|` per step: a relative step
   size. Same names, defaults and updates as ``optax.lamb`` (trust ratio per
-  array, no clipping of :math:`\|\theta\|`).
+  array, no clipping of :math:`\|\theta\|`), complex parameters included
+  (:math:`|g|^2` in :math:`v`, norms of the complex arrays).
 
   Args:
     learning_rate: step size :math:`\eta`, a number or a schedule ``step -> value``.

@@ -9,17 +9,20 @@ import jax.numpy as jnp
 
 from jopt._core.hyperparams import HyperSpec, ScalarOrSchedule, state_class
 from jopt._core.leafwise import leafwise, slot_zeros
+from jopt.optimizers._complex import abs_sq, real, scale
 
 __all__ = ["lars", "LarsState"]
 
 LarsState = state_class(
-    "LarsState", ("mu",),
-    "State of jopt.lars: count, hyperparams, mu (the momentum buffer m, in mu_dtype).")
+    "LarsState", ("trace",),
+    "State of jopt.lars: count, hyperparams, trace (the momentum buffer m, in"
+    " mu_dtype; optax's name for it).")
 
 
 def _norm(x: jax.Array) -> jax.Array:
-  """Euclidean norm of the whole array, with a finite gradient at zero."""
-  sq = jnp.sum(x * x)
+  """Euclidean norm of the whole array (the root of the sum of ``|x|**2``: real
+  for complex ``x`` too), with a finite gradient at zero."""
+  sq = jnp.sum(abs_sq(x))
   pos = sq > 0
   return jnp.where(pos, jnp.sqrt(jnp.where(pos, sq, 1)), 0)
 
@@ -28,7 +31,8 @@ def trust_ratio(p: jax.Array, u: jax.Array, coefficient: Any, eps: Any) -> jax.A
   r"""``coefficient * ||p|| / (||u|| + eps)``, or 1 where either norm is zero.
 
   A zero parameter (fresh bias) or a zero update would otherwise never move
-  or divide by zero; both take the plain step instead (ratio 1).
+  or divide by zero; both take the plain step instead (ratio 1). The ratio is
+  real; ``coefficient`` and ``eps`` must be real too.
   """
   p_norm, u_norm = _norm(p), _norm(u)
   ratio = coefficient * p_norm / (u_norm + eps)
@@ -38,11 +42,12 @@ def trust_ratio(p: jax.Array, u: jax.Array, coefficient: Any, eps: Any) -> jax.A
 def _lars_rule(nesterov: bool):
   def step(g, p, slots, h, flags):
     (mu,) = slots
+    hr = real(h)
     u = g
     if flags["decay"]:
       u = u + h["weight_decay"] * p
     if flags["trust"]:
-      u = u * trust_ratio(p, u, h["trust_coefficient"], h["eps"])
+      u = scale(u, trust_ratio(p, u, hr["trust_coefficient"], hr["eps"]))
     mu = h["momentum"] * mu + u
     d = u + h["momentum"] * mu if nesterov else mu
     return -h["learning_rate"] * d, (mu,)
@@ -78,7 +83,9 @@ def lars(
   :math:`\eta` *before* the momentum buffer, jopt after it, so every jopt update
   is proportional to the current :math:`\eta` (setting it to 0 stops training at
   once). Under a learning-rate schedule, jopt's buffer holds unscaled steps and
-  the current rate multiplies the whole buffer.
+  the current rate multiplies the whole buffer. Complex parameters work as in
+  optax (the norms are :math:`\sqrt{\sum |x|^2}`, real). The buffer is
+  ``state.trace``, optax's name for it.
 
   Args:
     learning_rate: step size :math:`\eta`, a number or a schedule ``step -> value``.
@@ -107,6 +114,6 @@ def lars(
   """
   hyper = HyperSpec("lars", learning_rate=learning_rate, weight_decay=weight_decay,
                     trust_coefficient=trust_coefficient, eps=eps, momentum=momentum)
-  return leafwise("lars", LarsState, hyper, {"mu": slot_zeros(mu_dtype)},
+  return leafwise("lars", LarsState, hyper, {"trace": slot_zeros(mu_dtype)},
                   _lars_rule(bool(nesterov)), needs_params=True,
                   masks={"decay": weight_decay_mask, "trust": trust_ratio_mask})

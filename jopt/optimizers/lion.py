@@ -13,7 +13,8 @@ __all__ = ["lion", "LionState"]
 
 LionState = state_class(
     "LionState", ("mu",),
-    "State of jopt.lion: count, hyperparams, mu (the momentum m, in mu_dtype).")
+    "State of jopt.lion (optax's field name): count, hyperparams, mu (the momentum"
+    " m, in mu_dtype).")
 
 
 def _lion_step(g, p, slots, h, flags):
@@ -45,7 +46,9 @@ def lion(
   Every coordinate moves by exactly :math:`\eta` (plus decay), so Lion's good
   learning rates are 3-10x smaller than AdamW's and its weight decay 3-10x
   larger. Same names and defaults as ``optax.lion``; all numbers live in
-  ``state.hyperparams``.
+  ``state.hyperparams``. (optax's ``lion`` takes no complex parameters; jopt's
+  uses the complex sign :math:`c/|c|`, so every coordinate moves by :math:`\eta`
+  in modulus.)
 
   Args:
     learning_rate: step size :math:`\eta`, a number or a schedule ``step -> value``.

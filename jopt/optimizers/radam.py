@@ -9,6 +9,7 @@ import jax.numpy as jnp
 from jopt._core import validate
 from jopt._core.hyperparams import HyperSpec, ScalarOrSchedule, state_class
 from jopt._core.leafwise import leafwise
+from jopt.optimizers._complex import divide, real, scale
 from jopt.optimizers._fill import dtype_slot
 from jopt.optimizers.adam import corrected_mu, update_moments
 
@@ -16,7 +17,8 @@ __all__ = ["radam", "RadamState"]
 
 RadamState = state_class(
     "RadamState", ("mu", "nu"),
-    "State of jopt.radam: count, hyperparams, mu (first moment), nu (second moment).")
+    "State of jopt.radam (optax's field names): count, hyperparams, mu (first"
+    " moment), nu (second moment of |g|, real-valued also for complex parameters).")
 
 _CONVENTIONS = ("optax", "torch")
 
@@ -48,10 +50,12 @@ def _radam_scalars(torch_convention: bool):
 def _radam_rule(nesterov: bool):
   def step(g, p, slots, h, flags):
     del p, flags
+    hr = real(h)
     mu, nu = update_moments(g, *slots, h)
     m_hat = corrected_mu(g, mu, h, nesterov)
-    adaptive = h["r"] * m_hat / (jnp.sqrt(nu / h["bc2"] + h["eps_root"]) + h["eps_eff"])
-    u = jnp.where(h["rect"] > 0, adaptive, m_hat)
+    adaptive = divide(scale(m_hat, hr["r"]),
+                      jnp.sqrt(nu / hr["bc2"] + hr["eps_root"]) + hr["eps_eff"])
+    u = jnp.where(hr["rect"] > 0, adaptive, m_hat)
     return -h["learning_rate"] * u, (mu, nu)
 
   return step

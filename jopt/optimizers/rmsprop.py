@@ -8,24 +8,29 @@ import jax.numpy as jnp
 
 from jopt._core.hyperparams import HyperSpec, ScalarOrSchedule, state_class
 from jopt._core.leafwise import leafwise
+from jopt.optimizers._complex import abs_sq, divide, real
 from jopt.optimizers._fill import dtype_slot, init_value
 
 __all__ = ["rmsprop", "RmspropState", "RmspropMomentumState", "CenteredRmspropState",
            "CenteredRmspropMomentumState"]
 
+# Field names are optax's: nu (scale_by_rms / scale_by_stddev), mu (the centered
+# mean), trace (optax.trace, the momentum buffer).
 RmspropState = state_class(
     "RmspropState", ("nu",),
-    "State of jopt.rmsprop: count, hyperparams, nu (mean of squared gradients).")
+    "State of jopt.rmsprop: count, hyperparams, nu (mean of |g|^2, real-valued also"
+    " for complex parameters).")
 RmspropMomentumState = state_class(
-    "RmspropMomentumState", ("nu", "momentum"),
-    "State of jopt.rmsprop(momentum=...): count, hyperparams, nu, momentum buffer.")
+    "RmspropMomentumState", ("nu", "trace"),
+    "State of jopt.rmsprop(momentum=...): count, hyperparams, nu, trace (the"
+    " momentum buffer).")
 CenteredRmspropState = state_class(
     "CenteredRmspropState", ("nu", "mu"),
     "State of jopt.rmsprop(centered=True): count, hyperparams, nu, mu (mean gradient).")
 CenteredRmspropMomentumState = state_class(
-    "CenteredRmspropMomentumState", ("nu", "mu", "momentum"),
+    "CenteredRmspropMomentumState", ("nu", "mu", "trace"),
     "State of jopt.rmsprop(centered=True, momentum=...): count, hyperparams, nu, mu,"
-    " momentum buffer.")
+    " trace (the momentum buffer).")
 
 _STATES = {
     (False, False): RmspropState,
@@ -44,21 +49,22 @@ def _rmsprop_rule(eps_in_sqrt: bool, centered: bool, use_momentum: bool, nestero
   def step(g, p, slots, h, flags):
     del p, flags
     slots = list(slots)
-    d = h["decay"]
-    nu = (1 - d) * (g * g) + d * slots.pop(0)
+    hr = real(h)
+    d, dr = h["decay"], hr["decay"]
+    nu = (1 - dr) * abs_sq(g) + dr * jnp.real(slots.pop(0))
     out = [nu]
-    var = nu / h["bc"] if bias_correction else nu
+    var = nu / hr["bc"] if bias_correction else nu
     if centered:
       mu = (1 - d) * g + d * slots.pop(0)
       out.append(mu)
       mu_hat = mu / h["bc"] if bias_correction else mu
       # Exact arithmetic gives var >= 0 (and var = 0 at t = 1 with bias
       # correction); rounding can make it slightly negative, so clamp.
-      var = jnp.maximum(var - mu_hat * mu_hat, 0)
+      var = jnp.maximum(var - abs_sq(mu_hat), 0)
     if eps_in_sqrt:
-      s = g / jnp.sqrt(var + h["eps"])
+      s = divide(g, jnp.sqrt(var + hr["eps"]))
     else:
-      s = g / (jnp.sqrt(var) + h["eps"])
+      s = divide(g, jnp.sqrt(var) + hr["eps"])
     if use_momentum:
       buf = s + h["momentum"] * slots.pop(0)
       out.append(buf)
@@ -109,7 +115,10 @@ def rmsprop(
   current :math:`\eta_t`, as in torch. optax instead accumulates
   :math:`\eta`-scaled steps, so the two agree for a constant learning rate but
   not while a schedule (or :func:`jopt.set_hyperparams`) changes it: here a
-  new learning rate applies to the whole step at once.
+  new learning rate applies to the whole step at once. State fields carry
+  optax's names (``nu``, ``mu``, ``trace`` for :math:`v`, :math:`m`, :math:`b`);
+  complex parameters are handled as optax does (:math:`g_t^2` is
+  :math:`|g_t|^2`, :math:`\hat m_t^2` is :math:`|\hat m_t|^2`).
 
   Args:
     learning_rate: step size :math:`\eta`, a number or a schedule ``step -> value``.
@@ -161,7 +170,7 @@ def rmsprop(
   if centered:
     slots["mu"] = mu_slot
   if use_momentum:
-    slots["momentum"] = mu_slot
+    slots["trace"] = mu_slot
   return leafwise(
       "rmsprop",
       _STATES[(bool(centered), use_momentum)],

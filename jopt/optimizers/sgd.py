@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from jopt._core.hyperparams import HyperSpec, ScalarOrSchedule, state_class
-from jopt._core.leafwise import leafwise, slot_empty
+from jopt._core.leafwise import leafwise, slot_placeholder
 from jopt.optimizers._fill import dtype_slot
 
 __all__ = ["sgd", "SgdState", "SgdMomentumState"]
@@ -15,19 +15,15 @@ SgdState = state_class(
     "State of jopt.sgd without momentum: count, hyperparams, tree (one zero-size"
     " array per parameter, kept only so update can check the gradient tree).")
 SgdMomentumState = state_class(
-    "SgdMomentumState", ("momentum",),
-    "State of jopt.sgd with momentum: count, hyperparams, momentum (the buffer m).")
+    "SgdMomentumState", ("trace",),
+    "State of jopt.sgd with momentum: count, hyperparams, trace (the momentum"
+    " buffer m; optax's name for it).")
 
 
-def _has_weight_decay(weight_decay: Any) -> bool:
-  """Static: does this value add an L2 term (a schedule always may)?"""
-  return callable(weight_decay) or weight_decay != 0
-
-
-# A zero-size (0, *shape) array for each parameter: the state then has the
-# parameter tree's structure and shapes, so a mismatched gradient tree or shape is
-# caught (plain SGD keeps no other per-parameter state).
-_structure_slot = slot_empty()
+# A one-element placeholder for each parameter: the state then has the parameter
+# tree's structure, so a mismatched gradient tree is caught without params
+# (plain SGD keeps no other per-parameter state; shapes are checked against params).
+_structure_slot = slot_placeholder()
 
 
 def _sgd_rule(use_momentum: bool, nesterov: bool, decay: bool):
@@ -51,12 +47,12 @@ def sgd(
     nesterov: bool = False,
     accumulator_dtype: Any = None,
     *,
-    weight_decay: ScalarOrSchedule = 0.0,
+    weight_decay: ScalarOrSchedule | None = None,
 ):
   r"""Stochastic gradient descent, optionally with (Nesterov) momentum.
 
-  With :math:`\tilde g_t = g_t + \lambda\,\theta_{t-1}` (coupled L2, off when
-  :math:`\lambda = 0`):
+  With :math:`\tilde g_t = g_t + \lambda\,\theta_{t-1}` (coupled L2, off by
+  default):
 
   .. math::
     \text{plain:}\quad u_t = -\eta_t\,\tilde g_t \\
@@ -70,7 +66,7 @@ def sgd(
   weight_decay=..., nesterov=...)`` with ``dampening=0`` (torch starts its
   buffer at :math:`\tilde g_1`, which is the same as :math:`m_0 = 0` here).
   The momentum buffer holds gradients, not steps, so a changed learning rate
-  takes effect at once.
+  takes effect at once; it is ``state.trace``, optax's name for it.
 
   Args:
     learning_rate: step size :math:`\eta`, a number or a schedule ``step -> value``.
@@ -81,10 +77,12 @@ def sgd(
       parameter's). The update is always computed in at least float32.
     weight_decay: :math:`\lambda` >= 0, coupled L2 added to the gradient before
       the momentum (a jopt addition, as ``torch.optim.SGD``'s ``weight_decay``).
-      The default 0 adds no term, keeps no hyperparameter and needs no params;
-      a nonzero value or a schedule lives in ``state.hyperparams`` and then
-      ``update`` needs ``params``. Same as
+      The default None adds no term, keeps no hyperparameter and needs no
+      params; a number (0 included) or a schedule lives in
+      ``state.hyperparams`` and then ``update`` needs ``params``. Same as
       ``optax.chain(jopt.add_decayed_weights(weight_decay), jopt.sgd(...))``.
+      None rather than 0 marks "off" so that the state's layout never depends
+      on a value: ``optax.inject_hyperparams`` injects every numeric default.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` with state :class:`SgdState`
@@ -110,13 +108,13 @@ def sgd(
   use_momentum = momentum is not None
   if use_momentum:
     values["momentum"] = momentum
-  decay = _has_weight_decay(weight_decay)
+  decay = weight_decay is not None
   if decay:
     values["weight_decay"] = weight_decay
   hyper = HyperSpec("sgd", **values)
   momentum_slot = dtype_slot("accumulator_dtype", accumulator_dtype, "sgd: ")
   if use_momentum:
-    state_cls, slots = SgdMomentumState, {"momentum": momentum_slot}
+    state_cls, slots = SgdMomentumState, {"trace": momentum_slot}
   else:
     state_cls, slots = SgdState, {"tree": _structure_slot}
   return leafwise("sgd", state_cls, hyper, slots,

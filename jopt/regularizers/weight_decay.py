@@ -33,14 +33,14 @@ def add_decayed_weights(weight_decay: ScalarOrSchedule = 0.0, mask: Any = None):
 
   Same names, defaults and results as ``optax.add_decayed_weights``;
   :math:`\lambda` lives in ``state.hyperparams`` (also when it is a number), so
-  :func:`jopt.set_hyperparams` changes it without a recompile. Unlike optax, a
-  mask must be a full tree of bools (one per parameter), not a prefix tree.
+  :func:`jopt.set_hyperparams` changes it without a recompile. Complex
+  parameters work as in optax.
 
   Args:
     weight_decay: :math:`\lambda` >= 0, a number or a schedule ``step -> value``.
-    mask: which parameters decay: a tree of bools like the params, or a
-      function ``params -> tree``; ``None`` decays all. Masked-out updates
-      pass through unchanged.
+    mask: which parameters decay: a tree of bools like the params or a prefix
+      of it (one bool for a whole subtree), or a function ``params -> tree``;
+      ``None`` decays all. Masked-out updates pass through unchanged.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` with state
