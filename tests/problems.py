@@ -59,24 +59,29 @@ def rel_err(a, b):
   A non-finite value on either side is an infinite error, never a match.
   """
   def one(x, y):
-    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    # float64 (complex128 for complex arrays: the imaginary part counts too)
+    wide = lambda a: np.asarray(a, np.complex128 if np.iscomplexobj(a) else np.float64)
+    x, y = wide(x), wide(y)
     if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
       return float("inf")
     return float(np.max(np.abs(x - y)) / max(float(np.max(np.abs(y))), 1e-30))
   return max(jax.tree.leaves(jax.tree.map(one, a, b)))
 
 
-def run_side_by_side(tx, ref, params, loss=parity_loss, steps=60):
+def run_side_by_side(tx, ref, params, loss=parity_loss, steps=60, grad=None):
   """Run jopt's ``tx`` and an optax ``ref`` from ``params`` for ``steps`` jitted steps.
 
-  ``ref`` runs under standard dtype promotion (optax relies on it). Returns the
-  worst :func:`rel_err` over the trajectory and the final ``(params, state)`` of each.
+  ``ref`` runs under standard dtype promotion (optax relies on it). ``grad``
+  (default ``jax.grad(loss)``) gives the gradients passed to ``update``. Returns
+  the worst :func:`rel_err` over the trajectory and the final ``(params, state)``
+  of each.
   """
   import optax  # pylint: disable=import-outside-toplevel
+  grad = jax.grad(loss) if grad is None else grad
 
   def stepper(t):
     def step(p, s):
-      u, s = t.update(jax.grad(loss)(p), s, p)
+      u, s = t.update(grad(p), s, p)
       return optax.apply_updates(p, u), s
     return jax.jit(step)
 

@@ -97,30 +97,14 @@ IDS = [f"{n}-" + ",".join(f"{k}={v}" for k, v in kw.items()) for n, kw, _ in CAS
 def test_matches_optax_complex128(name, kwargs, measured, x64, record_property):
   del x64
   p0 = _init(jnp.complex128)
-  tx = getattr(jopt, name)(**kwargs)
-  p, s, jstep = p0, tx.init(p0), _stepper(tx)
   with jax.numpy_dtype_promotion("standard"):
     ref = getattr(optax, name)(**kwargs)
-    q, r, ostep = p0, ref.init(p0), _stepper(ref)
-  worst = 0.0
-  for _ in range(STEPS):
-    p, s = jstep(p, s)
-    with jax.numpy_dtype_promotion("standard"):
-      q, r = ostep(q, r)
-    worst = max(worst, _rel_err(p, q))
+  worst, (p, _), _ = problems.run_side_by_side(getattr(jopt, name)(**kwargs), ref, p0,
+                                               loss=_loss, steps=STEPS, grad=_grad)
   record_property("max_rel_err", worst)
   assert all(x.dtype == jnp.complex128 for x in jax.tree.leaves(p))
   assert float(_loss(p)) < float(_loss(p0))  # it moved, downhill
   assert worst <= max(10 * measured, 1e-15), worst
-
-
-def _rel_err(a, b):
-  def one(x, y):
-    x, y = np.asarray(x), np.asarray(y)
-    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
-      return float("inf")
-    return float(np.max(np.abs(x - y)) / max(float(np.max(np.abs(y))), 1e-30))
-  return max(jax.tree.leaves(jax.tree.map(one, a, b)))
 
 
 @pytest.mark.parametrize("name,kwargs", [("adadelta", dict(learning_rate=1.0)),
@@ -200,7 +184,7 @@ def test_inject_hyperparams_with_complex_params(name, kwargs, jit):
       u, s = wrap(tx.update)(_grad(p), s, p)
     assert s.hyperparams["learning_rate"].dtype == jnp.complex64  # optax's doing
     out.append(u)
-  assert _rel_err(*out) <= 1e-6
+  assert problems.rel_err(*out) <= 1e-6
 
 
 def test_a_complex_hyperparameter_must_have_no_imaginary_part():

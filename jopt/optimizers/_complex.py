@@ -14,7 +14,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-__all__ = ["abs_sq", "real", "scale", "divide"]
+__all__ = ["abs_sq", "real", "scale", "divide", "require_real"]
 
 
 def abs_sq(x: jax.Array) -> jax.Array:
@@ -43,3 +43,12 @@ def divide(x: jax.Array, d: jax.Array) -> jax.Array:
   if jnp.iscomplexobj(x):
     return jax.lax.complex(x.real / d, x.imag / d)
   return x / d
+
+
+def require_real(p: jax.Array, where: str, why: str) -> None:
+  """Raise ``TypeError`` for a complex parameter, for optimizers that only make
+  sense on real numbers; ``why`` says what in the method needs real values."""
+  if jnp.issubdtype(p.dtype, jnp.complexfloating):
+    raise TypeError(
+        f"{where}params must be real: got a {p.dtype} parameter of shape {p.shape};"
+        f" {why}. Use jopt.adam / jopt.adamw for complex parameters.")

@@ -11,6 +11,7 @@ from jopt._core.blockwise import dequantize, num_blocks, quantize
 from jopt._core.hyperparams import HyperSpec, ScalarOrSchedule, state_class
 from jopt._core.leafwise import leafwise, param_like
 from jopt._core.tree import full_like, gathered, zeros_like
+from jopt.optimizers._complex import require_real
 from jopt.optimizers.adam import _adam_rule, _adam_scalars
 
 __all__ = ["adam_8bit", "adamw_8bit", "Adam8bitState"]
@@ -45,11 +46,7 @@ def _build(name, learning_rate, b1, b2, eps, eps_root, weight_decay, mask, neste
     return p.size >= min_8bit_size
 
   def moment(p):
-    if jnp.issubdtype(p.dtype, jnp.complexfloating):
-      raise TypeError(
-          f"{where}params must be real: got a {p.dtype} parameter of shape"
-          f" {p.shape}, and block-wise 8-bit moments are real-valued. Use"
-          " jopt.adam / jopt.adamw for complex parameters.")
+    require_real(p, where, "block-wise 8-bit moments are real-valued")
     return zeros_like(p, jnp.uint8) if quantized(p) else zeros_like(p, jnp.float32)
 
   def scale(p):

@@ -15,6 +15,7 @@ from jopt._core import validate
 from jopt._core.hyperparams import HyperSpec, ScalarOrSchedule, state_class
 from jopt._core.leafwise import leafwise, param_like, resolve_mask, slot_zeros
 from jopt._core.tree import full_like, gathered
+from jopt.optimizers._complex import require_real
 
 __all__ = ["muon", "MuonState", "newton_schulz", "NS_COEFFS_PRESETS"]
 
@@ -416,11 +417,7 @@ def muon(
   mu_zeros = slot_zeros(mu_dtype)
 
   def mu_init(p):
-    if jnp.issubdtype(p.dtype, jnp.complexfloating):
-      raise TypeError(
-          f"{where}params must be real: got a {p.dtype} parameter of shape"
-          f" {p.shape}; Newton-Schulz orthogonalisation here is for real"
-          " matrices. Use jopt.adam / jopt.adamw for complex parameters.")
+    require_real(p, where, "Newton-Schulz orthogonalisation here is for real matrices")
     return mu_zeros(p)
 
   mu_init = param_like(mu_init, same_dtype=mu_dtype is None)
