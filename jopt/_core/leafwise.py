@@ -170,7 +170,6 @@ def leafwise(
     needs_params: bool = False,
     scalars: Callable[[dict[str, jax.Array]], dict[str, jax.Array]] | None = None,
     masks: Mapping[str, Any] | None = None,
-    elementwise: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
   """Turn a per-array rule into a gradient transformation (see module docstring).
 
@@ -190,10 +189,7 @@ def leafwise(
     scalars: ``h -> dict`` computed once per update from the hyperparameters
       and ``h["t"]`` (the 1-based step as a float), e.g. bias corrections.
     masks: flag name -> mask; each array's ``flags[name]`` is its mask bit.
-    elementwise: the rule treats every element alike (documentation only;
-      kept so rules say what they are).
   """
-  del elementwise
   where = f"{name}: "
   slot_names = tuple(slots)
   masks = dict(masks or {})

@@ -111,5 +111,4 @@ def adadelta(
       _adadelta_rule(decay),
       needs_params=decay,
       masks={"decay": weight_decay_mask} if decay else None,
-      elementwise=True,
   )

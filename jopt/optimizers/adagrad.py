@@ -94,4 +94,4 @@ def adagrad(
   hyper = HyperSpec("adagrad", learning_rate=learning_rate, eps=eps, lr_decay=lr_decay)
   return leafwise("adagrad", AdagradState, hyper,
                   {"sum_of_squares": dtype_slot("nu_dtype", nu_dtype, "adagrad: ", g0)},
-                  _adagrad_rule(bool(eps_in_sqrt)), elementwise=True)
+                  _adagrad_rule(bool(eps_in_sqrt)))

@@ -98,7 +98,6 @@ def _build(name, learning_rate, b1, b2, eps, eps_root, mu_dtype, nu_dtype, neste
       needs_params=decoupled,
       scalars=_adam_scalars,
       masks={"decay": mask} if decoupled else None,
-      elementwise=True,
   )
 
 

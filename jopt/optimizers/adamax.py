@@ -98,4 +98,4 @@ def adamax(
   nu_slot = dtype_slot("nu_dtype", nu_dtype, "adamax: ")
   return leafwise("adamax", AdamaxState, hyper,
                   {"mu": mu_slot, "nu": nu_slot},
-                  _adamax_rule(bool(eps_in_max)), scalars=_scalars, elementwise=True)
+                  _adamax_rule(bool(eps_in_max)), scalars=_scalars)

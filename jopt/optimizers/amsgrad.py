@@ -106,5 +106,4 @@ def amsgrad(
       {"mu": mu_slot, "nu": nu_slot, "nu_max": nu_slot},
       _amsgrad_rule(bool(bias_correction_mu), bool(bias_correction_nu)),
       scalars=_scalars,
-      elementwise=True,
   )

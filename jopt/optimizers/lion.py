@@ -73,4 +73,4 @@ def lion(
   hyper = HyperSpec("lion", learning_rate=learning_rate, b1=b1, b2=b2,
                     weight_decay=weight_decay)
   return leafwise("lion", LionState, hyper, {"mu": slot_zeros(mu_dtype)}, _lion_step,
-                  needs_params=True, masks={"decay": mask}, elementwise=True)
+                  needs_params=True, masks={"decay": mask})

@@ -142,5 +142,4 @@ def radam(
       {"mu": mu_slot, "nu": nu_slot},
       _radam_rule(bool(nesterov)),
       scalars=_radam_scalars(convention == "torch"),
-      elementwise=True,
   )

@@ -179,5 +179,4 @@ def rmsprop(
       _rmsprop_rule(bool(eps_in_sqrt), bool(centered), use_momentum, bool(nesterov),
                     bool(bias_correction)),
       scalars=_bias_scalars if bias_correction else None,
-      elementwise=True,
   )

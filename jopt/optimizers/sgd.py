@@ -118,5 +118,4 @@ def sgd(
   else:
     state_cls, slots = SgdState, {"tree": _structure_slot}
   return leafwise("sgd", state_cls, hyper, slots,
-                  _sgd_rule(use_momentum, bool(nesterov), decay), needs_params=decay,
-                  elementwise=use_momentum)
+                  _sgd_rule(use_momentum, bool(nesterov), decay), needs_params=decay)
