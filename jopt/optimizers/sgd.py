@@ -12,8 +12,8 @@ __all__ = ["sgd", "SgdState", "SgdMomentumState"]
 
 SgdState = state_class(
     "SgdState", ("tree",),
-    "State of jopt.sgd without momentum: count, hyperparams, tree (one zero-size"
-    " array per parameter, kept only so update can check the gradient tree).")
+    "State of jopt.sgd without momentum: count, hyperparams, tree (a one-element"
+    " placeholder per parameter, kept only so update can check the gradient tree).")
 SgdMomentumState = state_class(
     "SgdMomentumState", ("trace",),
     "State of jopt.sgd with momentum: count, hyperparams, trace (the momentum"
