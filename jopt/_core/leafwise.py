@@ -39,8 +39,8 @@ import numpy as np
 import optax
 
 from jopt._core.hyperparams import HyperSpec, hyper_dtype
-from jopt._core.tree import (check_leaf, check_same_structure, compute_dtype, full_like,
-                             leaf_paths, safe_increment, unwrap_variables,
+from jopt._core.tree import (astype, check_leaf, check_same_structure, compute_dtype, full_like,
+                             leaf_paths, safe_increment, store, unwrap_variables,
                              zeros_like)
 
 __all__ = ["leafwise", "slot_zeros", "slot_placeholder", "param_like", "resolve_mask", "Step"]
@@ -115,14 +115,6 @@ def resolve_mask(mask: Any, tree: Any, n: int, where: str) -> list[bool]:
   return [bool(b) for b in leaves]
 
 
-def _astype(x: jax.Array, dtype: Any) -> jax.Array:
-  """``x.astype(dtype)``, or ``x`` itself when it already is that (non-weak) dtype:
-  the usual case, where a traced no-op cast per array would only slow tracing."""
-  if x.dtype == dtype and not jax.typeof(x).weak_type:
-    return x
-  return x.astype(dtype)
-
-
 def _check_slot_shapes(where: str, path: str, g: Any, inits: Mapping[str, Any],
                        stored: list[Any]) -> None:
   """Without params or a parameter-shaped slot: a gradient whose shape would build
@@ -142,22 +134,13 @@ def _check_slot_shapes(where: str, path: str, g: Any, inits: Mapping[str, Any],
 def _to_compute(x: jax.Array, cdt: Any) -> jax.Array:
   """Inexact slots are read in the compute dtype; integer slots (codes) as stored."""
   if x.dtype == cdt:
-    return _astype(x, cdt)
+    return astype(x, cdt)
   if not jnp.issubdtype(x.dtype, jnp.inexact):
     return x
   if jnp.issubdtype(x.dtype, jnp.complexfloating) and not jnp.issubdtype(
       cdt, jnp.complexfloating):
     return x.real.astype(cdt)
   return x.astype(cdt)
-
-
-def _store(x: jax.Array, dtype: Any) -> jax.Array:
-  """Cast a rule's output to its slot's (or gradient's) dtype; a real slot keeps
-  the real part of a complex value explicitly (never a silent ComplexWarning)."""
-  if x.dtype != dtype and jnp.issubdtype(x.dtype, jnp.complexfloating) and (
-      not jnp.issubdtype(dtype, jnp.complexfloating)):
-    x = x.real
-  return _astype(x, dtype)
 
 
 def leafwise(
@@ -262,15 +245,15 @@ def leafwise(
       cdt = compute_dtype(g.dtype, f"{where}{paths[i]}")
       p = p_leaves[i]
       u, outs = step(
-          _astype(g, cdt),
-          None if p is None else _astype(p, cdt),
+          astype(g, cdt),
+          None if p is None else astype(p, cdt),
           tuple(_to_compute(sl[i], cdt) for sl in slot_leaves),
           cast(cdt),
           {k: v[i] for k, v in flag_lists.items()},
       )
-      new_u.append(_store(u, g.dtype))
+      new_u.append(store(u, g.dtype))
       for j, o in enumerate(outs):
-        new_slots[j].append(_store(o, slot_leaves[j][i].dtype))
+        new_slots[j].append(store(o, slot_leaves[j][i].dtype))
 
     new_state = cls(
         count=count_inc,

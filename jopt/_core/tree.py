@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from jax.experimental.shard_alike import shard_alike
 
 __all__ = ["zeros_like", "full_like", "check_same_structure", "safe_increment",
-           "unwrap_variables", "leaf_paths", "check_leaf",
+           "unwrap_variables", "leaf_paths", "check_leaf", "astype", "store",
            "compute_dtype", "real_dtype", "explicit_spec", "gathered"]
 
 
@@ -99,6 +99,23 @@ def check_leaf(where: str, path: str, g: Any, shape: Sequence[int] | None,
         f"{where}the gradient for {path} is {_kind(g.dtype)} ({jnp.dtype(g.dtype)}),"
         f" but the parameter is {_kind(dtype)} ({jnp.dtype(dtype)}). Pass gradients"
         " of the parameters' own kind of dtype.")
+
+
+def astype(x: jax.Array, dtype: Any) -> jax.Array:
+  """``x.astype(dtype)``, or ``x`` itself when it already is that (non-weak) dtype:
+  the usual case, where a traced no-op cast per array would only slow tracing."""
+  if x.dtype == dtype and not jax.typeof(x).weak_type:
+    return x
+  return x.astype(dtype)
+
+
+def store(x: jax.Array, dtype: Any) -> jax.Array:
+  """Cast a rule's output to its slot's (or gradient's) dtype; a real slot keeps
+  the real part of a complex value explicitly (never a silent ComplexWarning)."""
+  if x.dtype != dtype and jnp.issubdtype(x.dtype, jnp.complexfloating) and (
+      not jnp.issubdtype(dtype, jnp.complexfloating)):
+    x = x.real
+  return astype(x, dtype)
 
 
 def safe_increment(count: jax.Array) -> jax.Array:

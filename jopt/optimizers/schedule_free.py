@@ -12,8 +12,9 @@ import optax
 from jopt._core import validate
 from jopt._core.hyperparams import HyperSpec, ScalarOrSchedule, hyper_dtype, state_class
 from jopt._core.leafwise import slot_zeros
+from jopt.optimizers._complex import abs_sq
 from jopt._core.tree import (check_leaf, check_same_structure, compute_dtype, leaf_paths,
-                             safe_increment, unwrap_variables)
+                             safe_increment, store, unwrap_variables)
 
 __all__ = ["schedule_free_adamw", "schedule_free_eval_params", "ScheduleFreeState"]
 
@@ -35,13 +36,6 @@ def _warmup(step: jax.Array, warmup_steps: int | None) -> jax.Array:
   if warmup_steps is None:
     return jnp.ones_like(step)
   return jnp.clip(step, 0, warmup_steps) / warmup_steps
-
-
-def _store(x: jax.Array, dtype: Any) -> jax.Array:
-  """``x`` in a slot's dtype; a real slot keeps the real part of a complex value."""
-  if jnp.iscomplexobj(x) and not jnp.issubdtype(dtype, jnp.complexfloating):
-    x = x.real
-  return x.astype(dtype)
 
 
 def schedule_free_adamw(
@@ -215,16 +209,16 @@ def schedule_free_adamw(
       s = cache[cdt]
       g_, y_, z_, nu_ = g.astype(cdt), y.astype(cdt), z.astype(cdt), nu.astype(cdt)
       b1_ = s["b1"]
-      sq = (g_ * jnp.conj(g_)).real if jnp.iscomplexobj(g_) else g_ * g_  # |g|^2, as optax
+      sq = abs_sq(g_)  # |g|^2, as optax
       nu_ = s["b2"] * nu_ + (1 - s["b2"]) * sq.astype(cdt)
       step = g_ / (jnp.sqrt(nu_ / s["bc2"]) + s["eps"]) + s["weight_decay"] * y_
-      z_new = _store(z_ - s["lr_z"] * step, z.dtype).astype(cdt)
+      z_new = store(z_ - s["lr_z"] * step, z.dtype).astype(cdt)
       x_prev = (y_ - (1 - b1_) * z_) / b1_
       x = (1 - s["ck"]) * x_prev + s["ck"] * z_new
       y_new = b1_ * x + (1 - b1_) * z_new
       new_u.append((y_new - y_).astype(g.dtype))
-      new_z.append(_store(z_new, z.dtype))
-      new_nu.append(_store(nu_, nu.dtype))
+      new_z.append(store(z_new, z.dtype))
+      new_nu.append(store(nu_, nu.dtype))
 
     new_state = cls(
         count=count_inc, hyperparams=h, z=treedef.unflatten(new_z),
