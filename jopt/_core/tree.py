@@ -11,7 +11,7 @@ from jax.experimental.shard_alike import shard_alike
 
 __all__ = ["zeros_like", "full_like", "check_same_structure", "safe_increment",
            "unwrap_variables", "leaf_paths", "check_leaf", "astype", "store",
-           "compute_dtype", "real_dtype", "explicit_spec", "gathered"]
+           "compute_dtype", "explicit_spec", "gathered"]
 
 
 def full_like(p: jax.Array, fill: float, dtype: Any = None, shape: Any = None) -> jax.Array:
@@ -141,14 +141,6 @@ def compute_dtype(dtype: Any, what: str = "gradients") -> Any:
   if jnp.issubdtype(dtype, jnp.complexfloating):
     return dtype
   return dtype if dtype.itemsize >= 4 else jnp.dtype(jnp.float32)
-
-
-def real_dtype(dtype: Any) -> Any:
-  """The real dtype of the same precision: float32 for complex64, else ``dtype``."""
-  dtype = jnp.dtype(dtype)
-  if jnp.issubdtype(dtype, jnp.complexfloating):
-    return jnp.finfo(dtype).dtype
-  return dtype
 
 
 def explicit_spec(x: jax.Array) -> Any:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-__all__ = ["abs_sq", "real", "scale", "divide", "require_real"]
+__all__ = ["abs_sq", "re", "real", "scale", "divide", "require_real"]
 
 
 def abs_sq(x: jax.Array) -> jax.Array:
@@ -24,10 +24,15 @@ def abs_sq(x: jax.Array) -> jax.Array:
   return x * x
 
 
+def re(x: jax.Array) -> jax.Array:
+  """The real part; ``x`` itself when it is real (no traced op: the usual case)."""
+  return jax.lax.real(x) if jnp.iscomplexobj(x) else x
+
+
 def real(h: dict[str, jax.Array]) -> dict[str, jax.Array]:
   """The hyperparameters as real numbers (they reach a rule in the compute
   dtype, which is complex for complex gradients)."""
-  return {k: jnp.real(v) for k, v in h.items()}
+  return {k: re(v) for k, v in h.items()}
 
 
 def scale(x: jax.Array, factor: jax.Array) -> jax.Array:

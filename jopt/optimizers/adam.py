@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 
 from jopt._core.hyperparams import HyperSpec, ScalarOrSchedule, state_class
 from jopt._core.leafwise import leafwise, slot_zeros
-from jopt.optimizers._complex import abs_sq, divide, real, scale
+from jopt.optimizers._complex import abs_sq, divide, re, real, scale
 
 __all__ = ["adam", "adamw", "nadam", "nadamw", "AdamState"]
 
@@ -44,16 +43,13 @@ def update_moments(g, mu, nu, h):
   """The two moving averages of the Adam family: (m_t, v_t) from g_t, b1, b2.
 
   :math:`v_t` averages :math:`|g_t|^2` and is real (for complex ``g`` too)."""
-  b1, b2 = h["b1"], _re(h["b2"])
+  b1, b2 = h["b1"], re(h["b2"])
   # 1 - b1 and 1 - b2 come precomputed from _adam_scalars (once per update)
   omb1 = h["omb1"] if "omb1" in h else 1 - b1
-  omb2 = _re(h["omb2"]) if "omb2" in h else 1 - b2
-  return omb1 * g + b1 * mu, omb2 * abs_sq(g) + b2 * _re(nu)
+  omb2 = re(h["omb2"]) if "omb2" in h else 1 - b2
+  return omb1 * g + b1 * mu, omb2 * abs_sq(g) + b2 * re(nu)
 
 
-def _re(x):
-  """The real part, without a traced op for real ``x`` (the usual case)."""
-  return jax.lax.real(x) if jnp.iscomplexobj(x) else x
 
 
 def corrected_mu(g, mu, h, nesterov: bool):
