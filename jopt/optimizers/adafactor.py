@@ -21,7 +21,7 @@ AdafactorState = state_class(
     "State of jopt.adafactor (optax's field names): count, hyperparams, and per"
     " parameter either the factored statistics v_row (mean over the largest axis)"
     " and v_col (mean over the second largest axis) or the full second moment v;"
-    " the unused slots hold empty arrays. The statistics are of |g|^2 + eps,"
+    " the unused slots hold one-element placeholders. The statistics are of |g|^2 + eps,"
     " real-valued also for complex parameters.")
 AdafactorMomentumState = state_class(
     "AdafactorMomentumState", ("v_row", "v_col", "v", "ema"),

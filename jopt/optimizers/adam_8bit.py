@@ -20,7 +20,7 @@ Adam8bitState = state_class(
     "Adam8bitState", ("mu", "mu_scale", "nu", "nu_scale"),
     "State of jopt.adam_8bit: count, hyperparams; per parameter, mu and nu as uint8"
     " codes shaped like the parameter with one float32 scale per block (mu_scale,"
-    " nu_scale), or as float32 arrays (and empty scales) for small parameters.")
+    " nu_scale), or as float32 arrays (and one-element placeholder scales) for small parameters.")
 
 
 def _check_block_size(block_size: Any, where: str) -> None:

@@ -23,7 +23,7 @@ MuonState = state_class(
     "MuonState", ("mu", "nu"),
     "State of jopt.muon: count, hyperparams, mu (momentum of every parameter, in"
     " mu_dtype) and nu (Adam's second moment of the parameters on the Adam branch,"
-    " in nu_dtype; an empty (0,) array for matrices taking the Muon step).")
+    " in nu_dtype; a one-element placeholder for matrices taking the Muon step).")
 
 for _name in ("adam_b1", "adam_b2"):
   validate.register_range(_name, 0.0, 1.0, high_open=True)
@@ -455,7 +455,7 @@ def muon(
     like = state.mu
     routed = _adam_routed(adam_mask, like, where)
     nu_leaves, nu_def = jax.tree.flatten(state.nu)
-    # (the empty placeholder already has nu's dtype: the param's or nu_dtype)
+    # (the one-element placeholder already has nu's dtype: the param's or nu_dtype)
     nu = nu_def.unflatten([full_like(m, 0, n.dtype) if r else n for m, r, n in
                            zip(jax.tree.leaves(like), routed, nu_leaves)])
     return state._replace(nu=nu)
