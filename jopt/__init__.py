@@ -53,6 +53,16 @@ from jopt.optimizers import (
 from jopt.regularizers import (
     add_decayed_weights as add_decayed_weights,
     AddDecayedWeightsState as AddDecayedWeightsState,
+    l1_penalty as l1_penalty,
+    l2_penalty as l2_penalty,
+    elastic_net_penalty as elastic_net_penalty,
+    weights_mask as weights_mask,
+    proximal_l1 as proximal_l1,
+    ProximalL1State as ProximalL1State,
+    early_stopping as early_stopping,
+    early_stopping_state as early_stopping_state,
+    stop_requested as stop_requested,
+    EarlyStoppingState as EarlyStoppingState,
 )
 from jopt.schedules import (
     constant_schedule as constant_schedule,
@@ -73,6 +83,7 @@ from jopt.schedules import (
     reduce_on_plateau as reduce_on_plateau,
     ReduceOnPlateauState as ReduceOnPlateauState,
 )
+from jopt import nn as nn
 from jopt.wrappers import (
     accumulate as accumulate,
     AccumulateState as AccumulateState,
@@ -125,6 +136,16 @@ __all__ = [
     "SgdState",
     "add_decayed_weights",
     "AddDecayedWeightsState",
+    "l1_penalty",
+    "l2_penalty",
+    "elastic_net_penalty",
+    "weights_mask",
+    "proximal_l1",
+    "ProximalL1State",
+    "early_stopping",
+    "early_stopping_state",
+    "stop_requested",
+    "EarlyStoppingState",
     "constant_schedule",
     "linear_schedule",
     "polynomial_schedule",
@@ -144,4 +165,5 @@ __all__ = [
     "ReduceOnPlateauState",
     "accumulate",
     "AccumulateState",
+    "nn",
 ]
