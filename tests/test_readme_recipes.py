@@ -1,4 +1,4 @@
-"""The README's Flax NNX and orbax recipes run as written.
+"""The README's recipes (Flax NNX, orbax, regularizers, jopt.nn) run as written.
 
 Each section's python block is executed on its own in a fresh interpreter (CPU,
 default JAX settings, a temporary working directory, Python warnings as errors)
@@ -21,6 +21,9 @@ TIMEOUT_S = 240
 RECIPES = {
     "## With Flax NNX": ["0.0003"],
     "## Checkpoints (orbax)": ["0.01"],
+    "## Regularizers: penalties, proximal L1, early stopping": [
+        "stopped at step 80 best check 74", "exact zeros in w: 8"],
+    "## Dropout and normalization (`jopt.nn`)": ["(32, 8) (32, 8) True"],
 }
 
 
