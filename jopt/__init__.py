@@ -83,6 +83,7 @@ from jopt.schedules import (
     reduce_on_plateau as reduce_on_plateau,
     ReduceOnPlateauState as ReduceOnPlateauState,
 )
+from jopt import augment as augment
 from jopt import nn as nn
 from jopt.wrappers import (
     accumulate as accumulate,
@@ -165,5 +166,6 @@ __all__ = [
     "ReduceOnPlateauState",
     "accumulate",
     "AccumulateState",
+    "augment",
     "nn",
 ]

@@ -1,4 +1,4 @@
-"""The README's recipes (Flax NNX, orbax, regularizers, jopt.nn) run as written.
+"""The README's recipes (Flax NNX, orbax, regularizers, jopt.nn, jopt.augment) run as written.
 
 Each section's python block is executed on its own in a fresh interpreter (CPU,
 default JAX settings, a temporary working directory, Python warnings as errors)
@@ -24,6 +24,8 @@ RECIPES = {
     "## Regularizers: penalties, proximal L1, early stopping": [
         "stopped at step 80 best check 74", "exact zeros in w: 8"],
     "## Dropout and normalization (`jopt.nn`)": ["(32, 8) (32, 8) True"],
+    "## Data augmentation (`jopt.augment`)": ["(128, 32, 32, 3) (128, 32, 32, 3) True",
+                                              "True True"],
 }
 
 
