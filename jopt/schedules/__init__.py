@@ -25,6 +25,11 @@ from jopt.schedules.cyclic import (
 from jopt.schedules.wsd import (
     warmup_stable_decay_schedule as warmup_stable_decay_schedule,
 )
+from jopt.schedules.sparsity import (
+    polynomial_sparsity_schedule as polynomial_sparsity_schedule,
+    one_shot_sparsity_schedule as one_shot_sparsity_schedule,
+    iterative_sparsity_schedule as iterative_sparsity_schedule,
+)
 from jopt.schedules.plateau import (
     reduce_on_plateau as reduce_on_plateau,
     ReduceOnPlateauState as ReduceOnPlateauState,
@@ -46,6 +51,9 @@ __all__ = [
     "linear_onecycle_schedule",
     "cyclic_schedule",
     "warmup_stable_decay_schedule",
+    "polynomial_sparsity_schedule",
+    "one_shot_sparsity_schedule",
+    "iterative_sparsity_schedule",
     "reduce_on_plateau",
     "ReduceOnPlateauState",
 ]
