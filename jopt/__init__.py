@@ -80,11 +80,15 @@ from jopt.schedules import (
     linear_onecycle_schedule as linear_onecycle_schedule,
     cyclic_schedule as cyclic_schedule,
     warmup_stable_decay_schedule as warmup_stable_decay_schedule,
+    polynomial_sparsity_schedule as polynomial_sparsity_schedule,
+    one_shot_sparsity_schedule as one_shot_sparsity_schedule,
+    iterative_sparsity_schedule as iterative_sparsity_schedule,
     reduce_on_plateau as reduce_on_plateau,
     ReduceOnPlateauState as ReduceOnPlateauState,
 )
 from jopt import augment as augment
 from jopt import nn as nn
+from jopt import prune as prune
 from jopt.wrappers import (
     accumulate as accumulate,
     AccumulateState as AccumulateState,
@@ -162,10 +166,14 @@ __all__ = [
     "linear_onecycle_schedule",
     "cyclic_schedule",
     "warmup_stable_decay_schedule",
+    "polynomial_sparsity_schedule",
+    "one_shot_sparsity_schedule",
+    "iterative_sparsity_schedule",
     "reduce_on_plateau",
     "ReduceOnPlateauState",
     "accumulate",
     "AccumulateState",
     "augment",
     "nn",
+    "prune",
 ]

@@ -1,7 +1,7 @@
 """Every public function documents itself: summary, math, arguments, example, reference.
 
 Public means a name in ``__all__`` of ``jopt`` or of one of its public namespaces
-(``jopt.nn``, ``jopt.augment``).
+(``jopt.nn``, ``jopt.augment``, ``jopt.prune``).
 """
 
 import inspect
@@ -10,7 +10,8 @@ import pytest
 
 import jopt
 
-NAMESPACES = {"jopt": jopt, "jopt.nn": jopt.nn, "jopt.augment": jopt.augment}
+NAMESPACES = {"jopt": jopt, "jopt.nn": jopt.nn, "jopt.augment": jopt.augment,
+              "jopt.prune": jopt.prune}
 FUNCTIONS = [f"{ns}.{n}" for ns, mod in NAMESPACES.items() for n in mod.__all__
              if inspect.isfunction(getattr(mod, n))]
 CLASSES = [f"{ns}.{n}" for ns, mod in NAMESPACES.items() for n in mod.__all__
@@ -25,7 +26,7 @@ def _obj(qualname):
 
 
 def test_the_namespaces_are_public():
-  assert "nn" in jopt.__all__ and "augment" in jopt.__all__
+  assert {"nn", "augment", "prune"} <= set(jopt.__all__)
   assert len(FUNCTIONS) > 60 and len(CLASSES) > 20
 
 
