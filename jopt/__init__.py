@@ -89,6 +89,7 @@ from jopt.schedules import (
 from jopt import augment as augment
 from jopt import nn as nn
 from jopt import prune as prune
+from jopt import quant as quant
 from jopt.wrappers import (
     accumulate as accumulate,
     AccumulateState as AccumulateState,
@@ -176,4 +177,5 @@ __all__ = [
     "augment",
     "nn",
     "prune",
+    "quant",
 ]

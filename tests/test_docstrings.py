@@ -1,7 +1,7 @@
 """Every public function documents itself: summary, math, arguments, example, reference.
 
 Public means a name in ``__all__`` of ``jopt`` or of one of its public namespaces
-(``jopt.nn``, ``jopt.augment``, ``jopt.prune``).
+(``jopt.nn``, ``jopt.augment``, ``jopt.prune``, ``jopt.quant``).
 """
 
 import inspect
@@ -11,7 +11,7 @@ import pytest
 import jopt
 
 NAMESPACES = {"jopt": jopt, "jopt.nn": jopt.nn, "jopt.augment": jopt.augment,
-              "jopt.prune": jopt.prune}
+              "jopt.prune": jopt.prune, "jopt.quant": jopt.quant}
 FUNCTIONS = [f"{ns}.{n}" for ns, mod in NAMESPACES.items() for n in mod.__all__
              if inspect.isfunction(getattr(mod, n))]
 CLASSES = [f"{ns}.{n}" for ns, mod in NAMESPACES.items() for n in mod.__all__
@@ -26,7 +26,7 @@ def _obj(qualname):
 
 
 def test_the_namespaces_are_public():
-  assert {"nn", "augment", "prune"} <= set(jopt.__all__)
+  assert {"nn", "augment", "prune", "quant"} <= set(jopt.__all__)
   assert len(FUNCTIONS) > 60 and len(CLASSES) > 20
 
 
