@@ -23,6 +23,7 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 QUICKSTART = ROOT / "notebooks" / "quickstart.ipynb"
+REGULARIZATION = ROOT / "notebooks" / "regularization.ipynb"
 TIMEOUT_S = 120   # the quick start takes a few seconds on 2 CPU cores; this only stops a hang
 COLAB_BADGE_SVG = "https://colab.research.google.com/assets/colab-badge.svg"
 DEFAULT_BRANCH = "main"
@@ -85,7 +86,8 @@ def _execute(path: pathlib.Path):
   pythonpath = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
   env = {k: v for k, v in os.environ.items() if k not in {"DISPLAY", "WAYLAND_DISPLAY"}}
   env.update(PYTHONPATH=pythonpath, JAX_PLATFORMS="cpu", JAX_NUMPY_DTYPE_PROMOTION="strict",
-             MPLBACKEND="Agg")
+             MPLBACKEND="Agg",
+             JOPT_NOTEBOOK_FAST="1")   # notebooks that read it shrink their runs (Colab: full size)
   start = time.perf_counter()
   try:
     proc = subprocess.run([sys.executable, "-W", "error", "-c", _RUNNER, str(path)],
@@ -241,3 +243,49 @@ def test_quickstart_run_takes_the_installed_branch_and_draws_both_curves():
   assert len(axes["Loss"]) >= 2 and len(axes["Accuracy"]) >= 2
   assert min(axes["Loss"] + axes["Accuracy"]) > 10, "curves over the whole run"
   print(f"quickstart.ipynb ran in {seconds:.1f} s")
+
+
+def _figures(out: str) -> list[dict]:
+  return [json.loads(l[len("@@ figure "):]) for l in out.splitlines() if l.startswith("@@ figure ")]
+
+
+def test_regularization_notebook_shows_what_it_promises():
+  nb = _load(REGULARIZATION)
+  code = "\n".join(src for _, src in _code_cells(nb))
+  for needle in ['os.environ.get("JOPT_NOTEBOOK_FAST")', "jopt.training", "lab_data(", "fit(",
+                 '"penalty":',
+                 "reg.l2_penalty", "jopt.adamw(", "reg.weights_mask", "reg.proximal_l1(",
+                 "reg.early_stopping(", "restore_best=True", "dropout=", "batch_norm=True",
+                 '"augment":', '"mixup_alpha":', '"dropout_bn"', '"bn_dropout"', "variance_shift(",
+                 "aug.random_affine(", "aug.cutout(", "aug.mixup(", "imshow(", '"Agg"',
+                 "plt.show()"]:
+    assert needle in code, needle
+  # the same install cell as the quick start, whose behaviour the tests above pin down
+  assert _install_cell(nb) == _install_cell(_load(QUICKSTART))
+
+
+def test_regularization_notebook_draws_its_curves_bars_and_gallery_in_fast_mode():
+  proc, seconds = _execute(REGULARIZATION)
+  assert proc.returncode == 0, proc.stderr[-6000:]
+  out = proc.stdout
+  assert "(fast mode)" in out, "the runner sets JOPT_NOTEBOOK_FAST=1"
+  figures = _figures(out)
+  assert len(figures) == 4 and {f["backend"] for f in figures} == {"agg"}, figures
+  curves, gap, order = ({ax["title"]: ax["points"] for ax in f["axes"]} for f in figures[:3])
+  regularizers = ["none", "L2 penalty", "weight decay (AdamW)", "L1 (proximal)", "dropout",
+                  "batch norm", "early stopping", "augmentation", "mixup"]
+  assert list(curves) == regularizers
+  for name, points in curves.items():
+    # train and validation curves (and the unregularized one for comparison), each with one
+    # point per evaluation: 0, 20, ..., 120 in fast mode (fewer after an early stop)
+    assert len(points) == (2 if name == "none" else 3) and min(points) >= 3, (name, points)
+  assert curves["none"] == [7, 7] and list(gap) == ["Generalization gap (train - test accuracy)"]
+  assert set(order) == {"Validation accuracy by order", "Variance shift per BN layer"}
+  assert order["Validation accuracy by order"] == [7, 7]
+  assert order["Variance shift per BN layer"] == [2]   # the line at 1 (the bars are patches)
+  gallery_axes = figures[3]["axes"]
+  assert len(gallery_axes) == 8 * 8   # 8 rows of ops, 8 digits each, drawn with imshow
+  assert [ax["title"] for ax in gallery_axes[::8]] == [
+      "original", "random_affine", "random_crop", "gaussian_noise", "cutout", "random_erasing",
+      "mixup", "flip (wrong for digits)"]
+  print(f"regularization.ipynb ran in {seconds:.1f} s (fast mode)")

