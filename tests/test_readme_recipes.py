@@ -1,4 +1,4 @@
-"""The README's recipes (Flax NNX, orbax, regularizers, jopt.nn, jopt.augment) run as written.
+"""The README's recipes (Flax NNX, orbax, regularization, pruning, quantization) run as written.
 
 Each section's python block is executed on its own in a fresh interpreter (CPU,
 default JAX settings, a temporary working directory, Python warnings as errors)
@@ -26,6 +26,10 @@ RECIPES = {
     "## Dropout and normalization (`jopt.nn`)": ["(32, 8) (32, 8) True"],
     "## Data augmentation (`jopt.augment`)": ["(128, 32, 32, 3) (128, 32, 32, 3) True",
                                               "True True"],
+    "## Regularization lab: do the regularizers regularize?": ["True True"],
+    "## Pruning (`jopt.prune`)": ["kernel sparsity 0.8999, bytes 1412 vs 9640",
+                                  "[0, 2] (2, 2)"],
+    "## Quantization (`jopt.quant`)": ["122043 954040 7.82x", "int32 0 9605"],
 }
 
 
