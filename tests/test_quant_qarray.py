@@ -89,7 +89,7 @@ def test_codes_property_signed_for_symmetric():
   assert qa.codes.dtype == jnp.int32
 
 
-MODULES = ["linear", "nonlinear", "qarray", "quantizer", "calibrate", "tree"]
+MODULES = ["linear", "nonlinear", "qarray", "quantizer", "calibrate", "tree", "qat", "integer", "mixed"]
 
 
 def test_docstring_examples_run():

@@ -5,6 +5,11 @@ k-means, NF4; per tensor, channel or group) to a :class:`QuantizedArray` with
 ``.dequantize()`` and a true ``.nbytes``; calibrate ranges on sample batches
 with :func:`calibrate` or a running observer; quantize whole parameter trees
 with :func:`quantize_params` and account for them with :func:`size_report`.
+Train with fake quantization (:func:`fake_quant`, :func:`fake_quant_params`:
+clipped straight-through gradients) and run int8 / int4 layers on integers
+with :func:`int8_dense` and :func:`int8_conv` (int32 accumulation).
+Choose per-leaf bit widths under a byte budget from measured sensitivity with
+:func:`layer_sensitivity` and :func:`allocate_bits`.
 """
 
 from jopt.quant.linear import (
@@ -47,7 +52,30 @@ from jopt.quant.tree import (
     size_report as size_report,
 )
 
+from jopt.quant.mixed import (
+    Sensitivity as Sensitivity,
+    allocate_bits as allocate_bits,
+    layer_sensitivity as layer_sensitivity,
+)
+from jopt.quant.qat import (
+    fake_quant as fake_quant,
+    fake_quant_params as fake_quant_params,
+)
+from jopt.quant.integer import (
+    int8_conv as int8_conv,
+    int8_dense as int8_dense,
+    quantize_input as quantize_input,
+)
+
 __all__ = [
+    "fake_quant",
+    "fake_quant_params",
+    "int8_conv",
+    "int8_dense",
+    "quantize_input",
+    "Sensitivity",
+    "allocate_bits",
+    "layer_sensitivity",
     "LeafSize",
     "ObserverState",
     "QuantRange",

@@ -122,7 +122,7 @@ def _assign(v: jax.Array, centroids: jax.Array) -> jax.Array:
 
 
 def kmeans_1d(values: Any, num_clusters: int, *, iters: int = 30, lo: Any = None,
-              hi: Any = None) -> tuple[jax.Array, jax.Array]:
+              hi: Any = None, mask: Any = None) -> tuple[jax.Array, jax.Array]:
   r"""Weight sharing: a 1-D k-means codebook by Lloyd's algorithm from a linear start.
 
   Centroids start evenly spaced over :math:`[lo, hi]` (default the data's min
@@ -136,6 +136,8 @@ def kmeans_1d(values: Any, num_clusters: int, *, iters: int = 30, lo: Any = None
   (an empty cluster keeps its centroid). In one dimension the centroids stay
   sorted, so the assignment is a binary search against the midpoints. The
   iteration count is fixed, so the result is deterministic and ``jit``-able.
+  With ``mask``, only the values where it is True are clustered (and give the
+  default ``lo`` / ``hi``; 0 when none is); the others still get an assignment.
 
   Args:
     values: a 1-D floating array.
@@ -143,6 +145,7 @@ def kmeans_1d(values: Any, num_clusters: int, *, iters: int = 30, lo: Any = None
     iters: the number of Lloyd iterations (a Python int).
     lo: start of the initial centroid range (default ``values.min()``).
     hi: end of the initial centroid range (default ``values.max()``).
+    mask: optional boolean array like ``values``: the values to cluster.
 
   Returns:
     ``(centroids, assignment)``: the ``(K,)`` sorted codebook and the int32
@@ -159,16 +162,28 @@ def kmeans_1d(values: Any, num_clusters: int, *, iters: int = 30, lo: Any = None
   iterating to convergence).
   """
   v = jnp.asarray(values).reshape(-1)
-  lo = jnp.min(v) if lo is None else jnp.asarray(lo).astype(v.dtype)
-  hi = jnp.max(v) if hi is None else jnp.asarray(hi).astype(v.dtype)
+  if mask is None:
+    w = jnp.ones_like(v)
+    lo = jnp.min(v) if lo is None else jnp.asarray(lo).astype(v.dtype)
+    hi = jnp.max(v) if hi is None else jnp.asarray(hi).astype(v.dtype)
+  else:
+    m = jnp.asarray(mask).reshape(-1).astype(bool)
+    w = m.astype(v.dtype)
+    some = jnp.any(m)
+    zero = jnp.zeros((), v.dtype)
+    if lo is None:
+      lo = jnp.where(some, jnp.min(jnp.where(m, v, jnp.inf)), zero)
+    if hi is None:
+      hi = jnp.where(some, jnp.max(jnp.where(m, v, -jnp.inf)), zero)
+    lo, hi = jnp.asarray(lo).astype(v.dtype), jnp.asarray(hi).astype(v.dtype)
   k = int(num_clusters)
   steps = jnp.arange(k, dtype=v.dtype) / max(k - 1, 1)
   c0 = lo + (hi - lo) * steps
 
   def step(c, _):
     a = _assign(v, c)
-    sums = jnp.zeros((k,), v.dtype).at[a].add(v)
-    counts = jnp.zeros((k,), v.dtype).at[a].add(jnp.ones_like(v))
+    sums = jnp.zeros((k,), v.dtype).at[a].add(v * w)
+    counts = jnp.zeros((k,), v.dtype).at[a].add(w)
     c = jnp.where(counts > 0, sums / jnp.maximum(counts, 1), c)
     return jnp.sort(c), None
 

@@ -6,6 +6,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jopt._core import validate
 from jopt._core.tree import compute_dtype
@@ -49,7 +50,7 @@ def _block_range(xb: jax.Array, clip_range: Any, layout: _layout.Layout):
 def quantize(x: Any, bits: int | None = None, *, scheme: str | None = None,
              granularity: str = "tensor", axis: int = -1, group_size: int | None = None,
              method: str = "linear", clip_range: Any = None,
-             iters: int | None = None) -> QuantizedArray:
+             iters: int | None = None, keep_zeros: bool = False) -> QuantizedArray:
   r"""Quantize an array to ``bits``-bit codes; returns a :class:`QuantizedArray`.
 
   Each block (the tensor, each channel along ``axis``, or each group of
@@ -66,6 +67,12 @@ def quantize(x: Any, bits: int | None = None, *, scheme: str | None = None,
     ``bits - 1`` exponent bits, :math:`S` the block's power-of-two full scale.
   * ``"kmeans"``: a codebook of :math:`2^b` centroids per block by Lloyd's
     algorithm from a linear start (``iters`` iterations), :math:`\hat x = c_q`.
+    With ``keep_zeros=True`` (Deep Compression after pruning), code 0 is
+    reserved for exact zeros -- its codebook entry is 0.0, so they dequantize
+    to exactly 0.0 -- and only the non-zeros are clustered, into
+    :math:`2^b - 1` centroids (codes :math:`1 .. 2^b-1`; initial range the
+    non-zeros' min / max). The stored codebook keeps :math:`2^b` entries, the
+    0.0 included, so ``.nbytes`` counts what ``dequantize`` reads.
   * ``"nf4"``: :math:`\hat x = S\,\ell_q`, the 16 NormalFloat levels and
     :math:`S` the block's absmax (``bits`` must be 4). QLoRA's blocks of 64 are
     ``granularity="group", group_size=64`` along the last axis.
@@ -82,6 +89,8 @@ def quantize(x: Any, bits: int | None = None, *, scheme: str | None = None,
     clip_range: optional ``(min, max)`` per block (a :class:`QuantRange`);
       log2 and NF4 use its largest magnitude.
     iters: Lloyd iterations for ``"kmeans"`` (default 30); k-means only.
+    keep_zeros: reserve a code for exact zeros (pruned weights) and cluster
+      only the non-zeros; k-means only.
 
   Returns:
     A :class:`QuantizedArray`; ``.dequantize()`` gives the approximation and
@@ -114,6 +123,12 @@ def quantize(x: Any, bits: int | None = None, *, scheme: str | None = None,
     raise ValueError(f"{_WHERE}iters={iters!r} applies to method='kmeans' only; drop it"
                      f" for method={method!r}.")
   iters = validate.static_int("iters", 30 if iters is None else iters, _WHERE, 0)
+  if not isinstance(keep_zeros, (bool, np.bool_)):
+    raise TypeError(f"{_WHERE}keep_zeros must be True or False, got {keep_zeros!r}.")
+  if keep_zeros and method != "kmeans":
+    raise ValueError(f"{_WHERE}keep_zeros=True applies to method='kmeans' only (linear,"
+                     " log2 and NF4 already map 0.0 to an exact code); drop it for"
+                     f" method={method!r}.")
   if not isinstance(x, jax.Array):
     x = jnp.asarray(x)
   if not jnp.issubdtype(x.dtype, jnp.floating):
@@ -123,6 +138,7 @@ def quantize(x: Any, bits: int | None = None, *, scheme: str | None = None,
   layout = _layout.make_layout(x.shape, granularity, axis, group_size, _WHERE)
   cdt = compute_dtype(x.dtype, "x")
   xb = _layout.to_blocks(x.astype(cdt), layout)
+  nonzero = xb != 0
   lo, hi = _block_range(xb, clip_range, layout)
   if clip_range is not None:
     xb = jnp.clip(xb, lo[:, None], hi[:, None])
@@ -140,6 +156,16 @@ def quantize(x: Any, bits: int | None = None, *, scheme: str | None = None,
   elif method == "nf4":
     scale = jnp.maximum(jnp.abs(lo), jnp.abs(hi))
     q = nf4_codes(xb, scale[:, None])
+  elif keep_zeros:
+    init = (None, None) if clip_range is None else (lo, hi)
+    book, q = jax.vmap(lambda v, m, l, h: kmeans_1d(v, 2 ** bits - 1, iters=iters, lo=l,
+                                                    hi=h, mask=m),
+                       in_axes=(0, 0, None if clip_range is None else 0,
+                                None if clip_range is None else 0))(xb, nonzero, *init)
+    book = jnp.concatenate([jnp.zeros((book.shape[0], 1), book.dtype), book], axis=1)
+    q = jnp.where(nonzero, q + 1, 0)
+    codebook = _layout.params_from_blocks(book, layout, trailing=1)
+    scale = None                             # the codebook holds the values
   else:
     book, q = jax.vmap(lambda v, l, h: kmeans_1d(v, 2 ** bits, iters=iters, lo=l, hi=h))(
         xb, lo, hi)
