@@ -30,6 +30,10 @@ RECIPES = {
     "## Pruning (`jopt.prune`)": ["kernel sparsity 0.8999, bytes 1412 vs 9640",
                                   "[0, 2] (2, 2)"],
     "## Quantization (`jopt.quant`)": ["122043 954040 7.82x", "int32 0 9605"],
+    "## Quantization-aware training and integer inference": [
+        "[-1.0, 0.0, 1.0]", "[1.0, 1.0, 0.0]", "True True", "True 44", "True"],
+    "## Mixed precision: bits per layer under a size budget": [
+        "head bits 8 within budget True"],
 }
 
 
