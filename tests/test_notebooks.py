@@ -24,6 +24,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 QUICKSTART = ROOT / "notebooks" / "quickstart.ipynb"
 REGULARIZATION = ROOT / "notebooks" / "regularization.ipynb"
+COMPRESSION = ROOT / "notebooks" / "compression.ipynb"
 TIMEOUT_S = 120   # the quick start takes a few seconds on 2 CPU cores; this only stops a hang
 COLAB_BADGE_SVG = "https://colab.research.google.com/assets/colab-badge.svg"
 DEFAULT_BRANCH = "main"
@@ -289,3 +290,33 @@ def test_regularization_notebook_draws_its_curves_bars_and_gallery_in_fast_mode(
       "original", "random_affine", "random_crop", "gaussian_noise", "cutout", "random_erasing",
       "mixup", "flip (wrong for digits)"]
   print(f"regularization.ipynb ran in {seconds:.1f} s (fast mode)")
+
+
+def test_compression_notebook_shows_what_it_promises():
+  nb = _load(COMPRESSION)
+  code = "\n".join(src for _, src in _code_cells(nb))
+  for needle in ['os.environ.get("JOPT_NOTEBOOK_FAST")', "compression_lab", "jopt.prune(",
+                 "jopt.polynomial_sparsity_schedule(", "jopt.one_shot_sparsity_schedule(",
+                 "jopt.iterative_sparsity_schedule(", 'scope="global"',
+                 "jopt.prune.sparsity_report(", "jopt.quant.kmeans_1d(", "relative_index_nbytes(",
+                 "imshow(", "hist(", '"Agg"', "plt.show()"]:
+    assert needle in code, needle
+  # the same install cell as the quick start, whose behaviour the tests above pin down
+  assert _install_cell(nb) == _install_cell(_load(QUICKSTART))
+
+
+def test_compression_notebook_draws_schedules_curve_heat_map_and_histograms_in_fast_mode():
+  proc, seconds = _execute(COMPRESSION)
+  assert proc.returncode == 0, proc.stderr[-6000:]
+  out = proc.stdout
+  assert "(fast mode)" in out, "the runner sets JOPT_NOTEBOOK_FAST=1"
+  figures = _figures(out)
+  assert len(figures) == 4 and {f["backend"] for f in figures} == {"agg"}, figures
+  schedules, curve, heat, hist = ({ax["title"]: ax["points"] for ax in f["axes"]} for f in figures)
+  assert schedules == {"Sparsity schedules": [300, 300, 300]}   # three schedules, every step
+  assert curve == {"Test accuracy vs sparsity": [4, 2]}   # 4 targets, and the dense line
+  assert "Per-layer sparsity (%) by global target" in heat and len(heat) == 2   # and its colorbar
+  assert set(hist) == {"dense0 non-zero weights, before sharing",
+                       "after 5-bit k-means sharing (31 values)"}
+  assert "5-bit sharing:" in out and "x smaller" in out
+  print(f"compression.ipynb ran in {seconds:.1f} s (fast mode)")

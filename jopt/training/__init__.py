@@ -16,6 +16,15 @@ train-with-validation loop over several seeds:
   >>> lab = lab_data(load_mnist_subset(), train_size=500, val_size=500)
   >>> result = fit(RegMLP(dropout=0.5), jopt.adam(1e-3), lab, steps=400)
   >>> result.gap
+
+and the compression lab (``benchmarks/compression.py``,
+``notebooks/compression.ipynb``): LeNet-300-100 and a small CNN as plain
+parameter dicts, a loop for any transform (``jopt.prune`` included), latency
+and sparse-format byte counts:
+
+  >>> from jopt.training import apply_lenet, init_lenet, train_model
+  >>> params = train_model(apply_lenet, init_lenet(0), jopt.prune(jopt.adam(1e-3), 0.9),
+  ...                      load_mnist_subset(), steps=1000)
 """
 
 from jopt.training.data import (
@@ -53,6 +62,21 @@ from jopt.training.regularized import (
     soft_cross_entropy as soft_cross_entropy,
     find_state as find_state,
 )
+from jopt.training import compression_lab as compression_lab
+from jopt.training.compression_lab import (
+    init_lenet as init_lenet,
+    apply_lenet as apply_lenet,
+    init_cnn as init_cnn,
+    apply_cnn as apply_cnn,
+    cnn_unit_groups as cnn_unit_groups,
+    conv_filter as conv_filter,
+    train_model as train_model,
+    accuracy_of as accuracy_of,
+    measure_latency as measure_latency,
+    relative_index_encode as relative_index_encode,
+    relative_index_decode as relative_index_decode,
+    relative_index_nbytes as relative_index_nbytes,
+)
 from jopt.training.variance_shift import (
     variance_shift as variance_shift,
 )
@@ -84,4 +108,17 @@ __all__ = [
     "soft_cross_entropy",
     "find_state",
     "variance_shift",
+    "compression_lab",
+    "init_lenet",
+    "apply_lenet",
+    "init_cnn",
+    "apply_cnn",
+    "cnn_unit_groups",
+    "conv_filter",
+    "train_model",
+    "accuracy_of",
+    "measure_latency",
+    "relative_index_encode",
+    "relative_index_decode",
+    "relative_index_nbytes",
 ]
