@@ -41,9 +41,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import pathlib
-import platform
 import statistics
 import sys
 import time
@@ -52,12 +50,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 import jopt
 from jopt.quant.qarray import packed_nbytes
 from jopt.training import load_digits, load_mnist_subset
 from jopt.training import compression_lab as lab
+
+from benchmarks.machine import machine_facts
 
 HERE = pathlib.Path(__file__).resolve().parent
 
@@ -313,21 +312,6 @@ def run(s: Settings, log=print) -> dict[str, Any]:
   return result
 
 
-def _machine() -> dict[str, str]:
-  cpu = platform.processor() or platform.machine()
-  try:
-    with open("/proc/cpuinfo", encoding="utf-8") as f:
-      names = [l.split(":", 1)[1].strip() for l in f if l.startswith("model name")]
-    if names:
-      cpu = names[0]
-  except OSError:
-    pass
-  return {"cpu": cpu, "cpus": str(os.cpu_count()), "platform": platform.platform(),
-          "python": platform.python_version(), "jax": jax.__version__,
-          "optax": optax.__version__, "numpy": np.__version__, "jopt": jopt.__version__,
-          "backend": jax.default_backend()}
-
-
 def _pm(d: dict[str, float], fmt: str = "{:.1f}", sign: bool = False) -> str:
   f = fmt.replace("{:", "{:+") if sign else fmt
   return f"{f.format(d['mean'])} ± {fmt.format(d['std'])}"
@@ -403,7 +387,7 @@ def main(argv=None) -> int:
     jax.config.update("jax_disable_most_optimizations", True)
   start = time.perf_counter()
   result = run(settings, log=lambda msg: print(msg, file=sys.stderr, flush=True))
-  result.update(settings=dataclasses.asdict(settings), machine=_machine(), quick=args.quick,
+  result.update(settings=dataclasses.asdict(settings), machine=machine_facts(), quick=args.quick,
                 seconds=time.perf_counter() - start, not_measured=_not_measured(),
                 command="python -m benchmarks.compression" + (" --quick" if args.quick else ""))
   pathlib.Path(args.json).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")

@@ -31,9 +31,7 @@ import argparse
 import dataclasses
 import functools
 import json
-import os
 import pathlib
-import platform
 import statistics
 import sys
 import time
@@ -48,6 +46,8 @@ import jopt.augment as aug
 import jopt.regularizers as reg
 from jopt.training import (RegCNN, RegMLP, fit_seeds, lab_data, load_digits, load_mnist_subset,
                            variance_shift)
+
+from benchmarks.machine import machine_facts
 
 HERE = pathlib.Path(__file__).resolve().parent
 
@@ -199,21 +199,6 @@ def _pct(d: dict[str, Any], sign: bool = False) -> str:
   return f"{fmt.format(100 * d['mean'])} ± {100 * d['std']:.1f}"
 
 
-def _machine() -> dict[str, str]:
-  cpu = platform.processor() or platform.machine()
-  try:
-    with open("/proc/cpuinfo", encoding="utf-8") as f:
-      names = [l.split(":", 1)[1].strip() for l in f if l.startswith("model name")]
-    if names:
-      cpu = names[0]
-  except OSError:
-    pass
-  return {"cpu": cpu, "cpus": str(os.cpu_count()), "platform": platform.platform(),
-          "python": platform.python_version(), "jax": jax.__version__,
-          "optax": optax.__version__, "numpy": np.__version__, "jopt": jopt.__version__,
-          "backend": jax.default_backend()}
-
-
 def markdown(result: dict[str, Any]) -> str:
   s, m = result["settings"], result["machine"]
   how = ("the smoke test's tiny run; the full run is `python -m benchmarks.regularization`"
@@ -320,7 +305,7 @@ def main(argv=None) -> int:
     jax.config.update("jax_disable_most_optimizations", True)
   start = time.perf_counter()
   result = run(settings, log=lambda msg: print(msg, file=sys.stderr, flush=True))
-  result.update(settings=dataclasses.asdict(settings), machine=_machine(), quick=args.quick,
+  result.update(settings=dataclasses.asdict(settings), machine=machine_facts(), quick=args.quick,
                 seconds=time.perf_counter() - start,
                 command="python -m benchmarks.regularization" + (" --quick" if args.quick else ""))
   pathlib.Path(args.json).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")

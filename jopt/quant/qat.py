@@ -29,7 +29,6 @@ kernels of :mod:`jopt.quant.integer` take the same range as ``x_range``.
 
 from __future__ import annotations
 
-import fnmatch
 import functools
 from typing import Any
 
@@ -37,11 +36,11 @@ import jax
 import jax.numpy as jnp
 
 from jopt._core import validate
-from jopt._core.tree import compute_dtype, unwrap_variables
+from jopt._core.tree import compute_dtype
 from jopt.quant import _layout
 from jopt.quant.linear import SCHEMES, linear_codes, linear_values, scale_and_zero_point
 from jopt.quant.quantizer import _block_range
-from jopt.quant.tree import _rules, param_path
+from jopt.quant.tree import map_rules
 
 __all__ = ["fake_quant", "fake_quant_params"]
 
@@ -209,36 +208,5 @@ def fake_quant_params(params: Any, rules: Any = None, default_bits: int = 8,
   forward pass, float weights updated); the rule-by-path style of qwix's
   ``QuantizationRule``.
   """
-  if "bits" in kwargs:
-    raise TypeError(f"{_PWHERE}pass the bits of leaves without a rule as default_bits="
-                    f"{kwargs['bits']!r}, not bits=.")
-  rules = _rules(rules)
-  leaves, treedef = jax.tree_util.tree_flatten_with_path(unwrap_variables(params))
-  used = [False] * len(rules)
-  out = []
-  for path, leaf in leaves:
-    name = param_path(path)
-    match = next((i for i, (pat, _) in enumerate(rules)
-                  if fnmatch.fnmatchcase(name, pat)), None)
-    floating = jnp.issubdtype(jnp.result_type(leaf), jnp.floating)
-    kw = {"bits": default_bits, **kwargs}
-    if match is None:
-      out.append(_fake_leaf(name, leaf, kw) if floating and jnp.ndim(leaf) >= 2 else leaf)
-      continue
-    used[match] = True
-    spec = rules[match][1]
-    if spec is None:
-      out.append(leaf)
-      continue
-    if not floating:
-      raise ValueError(f"{_PWHERE}rules[{rules[match][0]!r}] matches {name!r}, which has"
-                       f" dtype {jnp.result_type(leaf)}; only floating leaves can be"
-                       " fake-quantized. Narrow the pattern or map it to None.")
-    kw.update({"bits": spec} if isinstance(spec, int) else spec)
-    out.append(_fake_leaf(name, leaf, kw))
-  unused = [pat for (pat, _), u in zip(rules, used) if not u]
-  if unused:
-    raise ValueError(f"{_PWHERE}rules {unused} match no parameter (each leaf takes the"
-                     f" first pattern that matches). The paths are"
-                     f" {[param_path(p) for p, _ in leaves]}.")
-  return jax.tree_util.tree_unflatten(treedef, out)
+  return map_rules(params, rules, default_bits, kwargs, _fake_leaf,
+                   where=_PWHERE, verb="fake-quantized")

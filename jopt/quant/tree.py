@@ -109,12 +109,25 @@ def quantize_params(params: Any, rules: Any = None, default_bits: int = 8,
   2016 (different bits for conv and dense layers), and the rule-by-path style
   of qwix's ``QuantizationRule``.
   """
-  if "bits" in quantize_kwargs:
-    raise TypeError(f"{_WHERE}pass the bits of leaves without a rule as default_bits="
-                    f"{quantize_kwargs['bits']!r}, not bits=.")
+  return map_rules(params, rules, default_bits, quantize_kwargs, _quantize_leaf,
+                   where=_WHERE, verb="quantized")
+
+
+def map_rules(params: Any, rules: Any, default_bits: int, kwargs: dict[str, Any],
+              leaf_fn: Any, *, where: str, verb: str) -> Any:
+  """Apply ``leaf_fn(name, leaf, keywords)`` to each leaf a rule (or the default) selects.
+
+  The rule walk :func:`quantize_params` and :func:`jopt.quant.fake_quant_params`
+  share: the first matching glob decides (``None`` keeps the leaf, an int sets
+  ``bits``, a dict adds keywords over ``{"bits": default_bits, **kwargs}``);
+  unmatched floating leaves with ``ndim >= 2`` take the defaults, other leaves
+  are kept; a rule matching an integer leaf, or matching nothing, is an error.
+  """
+  if "bits" in kwargs:
+    raise TypeError(f"{where}pass the bits of leaves without a rule as default_bits="
+                    f"{kwargs['bits']!r}, not bits=.")
   rules = _rules(rules)
-  params = unwrap_variables(params)
-  leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
+  leaves, treedef = jax.tree_util.tree_flatten_with_path(unwrap_variables(params))
   used = [False] * len(rules)
   out = []
   for path, leaf in leaves:
@@ -122,11 +135,9 @@ def quantize_params(params: Any, rules: Any = None, default_bits: int = 8,
     match = next((i for i, (pat, _) in enumerate(rules)
                   if fnmatch.fnmatchcase(name, pat)), None)
     floating = jnp.issubdtype(jnp.result_type(leaf), jnp.floating)
+    kw = {"bits": default_bits, **kwargs}
     if match is None:
-      if floating and jnp.ndim(leaf) >= 2:
-        out.append(_quantize_leaf(name, leaf, {"bits": default_bits, **quantize_kwargs}))
-      else:
-        out.append(leaf)
+      out.append(leaf_fn(name, leaf, kw) if floating and jnp.ndim(leaf) >= 2 else leaf)
       continue
     used[match] = True
     spec = rules[match][1]
@@ -134,15 +145,14 @@ def quantize_params(params: Any, rules: Any = None, default_bits: int = 8,
       out.append(leaf)
       continue
     if not floating:
-      raise ValueError(f"{_WHERE}rules[{rules[match][0]!r}] matches {name!r}, which has"
+      raise ValueError(f"{where}rules[{rules[match][0]!r}] matches {name!r}, which has"
                        f" dtype {jnp.result_type(leaf)}; only floating leaves can be"
-                       " quantized. Narrow the pattern or map it to None.")
-    kw = {"bits": default_bits, **quantize_kwargs}
+                       f" {verb}. Narrow the pattern or map it to None.")
     kw.update({"bits": spec} if isinstance(spec, int) else spec)
-    out.append(_quantize_leaf(name, leaf, kw))
+    out.append(leaf_fn(name, leaf, kw))
   unused = [pat for (pat, _), u in zip(rules, used) if not u]
   if unused:
-    raise ValueError(f"{_WHERE}rules {unused} match no parameter (each leaf takes the"
+    raise ValueError(f"{where}rules {unused} match no parameter (each leaf takes the"
                      f" first pattern that matches). The paths are"
                      f" {[param_path(p) for p, _ in leaves]}.")
   return jax.tree_util.tree_unflatten(treedef, out)
