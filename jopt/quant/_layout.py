@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jopt._core import validate
+from jopt._core.tree import compute_dtype
 
 __all__ = ["Layout", "make_layout", "to_blocks", "from_blocks", "params_to_blocks",
            "params_from_blocks", "check_bits", "check_finite", "GRANULARITIES"]
@@ -113,6 +114,24 @@ def to_blocks(x: jax.Array, layout: Layout) -> jax.Array:
   if layout.granularity == "channel":
     return jnp.moveaxis(x, layout.axis, 0).reshape(layout.shape[layout.axis], -1)
   return jnp.moveaxis(x, layout.axis, -1).reshape(-1, layout.group_size)
+
+
+def blocks_of(x: Any, granularity: str, axis: Any, group_size: Any,
+              where: str) -> tuple[jax.Array, Layout, Any, jax.Array]:
+  """``x`` checked (a finite real floating array), its layout, compute dtype and blocks.
+
+  The common first step of :func:`jopt.quant.quantize` and
+  :func:`jopt.quant.fake_quant`: ``(x, layout, cdt, to_blocks(x.astype(cdt)))``.
+  """
+  if not isinstance(x, jax.Array):
+    x = jnp.asarray(x)
+  if not jnp.issubdtype(x.dtype, jnp.floating):
+    raise TypeError(f"{where}x must be a real floating array, got dtype {x.dtype};"
+                    " cast it with x.astype(jnp.float32).")
+  check_finite("x", x, where)
+  layout = make_layout(x.shape, granularity, axis, group_size, where)
+  cdt = compute_dtype(x.dtype, "x")
+  return x, layout, cdt, to_blocks(x.astype(cdt), layout)
 
 
 def from_blocks(b: jax.Array, layout: Layout) -> jax.Array:

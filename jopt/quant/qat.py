@@ -36,7 +36,6 @@ import jax
 import jax.numpy as jnp
 
 from jopt._core import validate
-from jopt._core.tree import compute_dtype
 from jopt.quant import _layout
 from jopt.quant.linear import SCHEMES, linear_codes, linear_values, scale_and_zero_point
 from jopt.quant.quantizer import _block_range
@@ -135,15 +134,7 @@ def fake_quant(x: Any, bits: int = 8, *, scheme: str = "symmetric",
   """
   bits = _layout.check_bits(bits, _WHERE)
   validate.check_choice("scheme", scheme, SCHEMES, _WHERE)
-  if not isinstance(x, jax.Array):
-    x = jnp.asarray(x)
-  if not jnp.issubdtype(x.dtype, jnp.floating):
-    raise TypeError(f"{_WHERE}x must be a real floating array, got dtype {x.dtype};"
-                    " cast it with x.astype(jnp.float32).")
-  _layout.check_finite("x", x, _WHERE)
-  layout = _layout.make_layout(x.shape, granularity, axis, group_size, _WHERE)
-  cdt = compute_dtype(x.dtype, "x")
-  xb = _layout.to_blocks(x.astype(cdt), layout)
+  x, layout, cdt, xb = _layout.blocks_of(x, granularity, axis, group_size, _WHERE)
   try:
     lo, hi = _block_range(jax.lax.stop_gradient(xb), clip_range, layout)
   except (TypeError, ValueError) as e:

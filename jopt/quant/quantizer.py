@@ -9,7 +9,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from jopt._core import validate
-from jopt._core.tree import compute_dtype
 from jopt.quant import _layout
 from jopt.quant.linear import SCHEMES, linear_codes, scale_and_zero_point
 from jopt.quant.nonlinear import kmeans_1d, log2_codes, log2_scale, nf4_codes
@@ -129,15 +128,7 @@ def quantize(x: Any, bits: int | None = None, *, scheme: str | None = None,
     raise ValueError(f"{_WHERE}keep_zeros=True applies to method='kmeans' only (linear,"
                      " log2 and NF4 already map 0.0 to an exact code); drop it for"
                      f" method={method!r}.")
-  if not isinstance(x, jax.Array):
-    x = jnp.asarray(x)
-  if not jnp.issubdtype(x.dtype, jnp.floating):
-    raise TypeError(f"{_WHERE}x must be a real floating array, got dtype {x.dtype};"
-                    " cast it with x.astype(jnp.float32).")
-  _layout.check_finite("x", x, _WHERE)
-  layout = _layout.make_layout(x.shape, granularity, axis, group_size, _WHERE)
-  cdt = compute_dtype(x.dtype, "x")
-  xb = _layout.to_blocks(x.astype(cdt), layout)
+  x, layout, cdt, xb = _layout.blocks_of(x, granularity, axis, group_size, _WHERE)
   nonzero = xb != 0
   lo, hi = _block_range(xb, clip_range, layout)
   if clip_range is not None:
