@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from benchmarks import augment as bench
 
 
+@pytest.mark.slow
 def test_measure_quick_on_a_tiny_batch_reports_every_field(tmp_path):
   res = bench.measure(quick=True, batch=4, size=8, repeats=1, eager_images=1,
                       op_names=["random_flip_left_right", "cutout(8)"])

@@ -420,6 +420,7 @@ def test_fit_refuses_bad_arguments_naming_them():
 # --- the benchmark -------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_quick_benchmark_writes_both_tables_and_the_json(tmp_path):
   md, js = tmp_path / "REG.md", tmp_path / "reg.json"
   proc = subprocess.run([sys.executable, "-W", "error", "-m", "benchmarks.regularization",
