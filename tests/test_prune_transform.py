@@ -76,6 +76,37 @@ def test_exact_zeros_and_zero_moments_gradual(inner):
   assert (~prev).sum() == int(np.floor(float(np.float32(0.5)) * 24 + 0.5))  # s(5) = 0.5
 
 
+def test_adam_8bit_moment_codes_decode_to_zero_at_pruned_entries():
+  """adam_8bit's uint8 codes: pruned entries hold the code of 0.0 after every step.
+
+  Reference: the code book itself (jopt._core.blockwise.dynamic_codebook), and
+  the unwrapped adam_8bit, whose pruned-entry codes do not decode to zero
+  (so the test can fail).
+  """
+  from jopt._core.blockwise import dequantize  # pylint: disable=import-outside-toplevel
+  params = _params()
+  opt = jopt.adam_8bit(0.1, block_size=8, min_8bit_size=1)
+  tx = prune(opt, 0.5, update_every=100, begin_step=3)   # moments build up for 3 steps first
+  hist = _run(tx, 6)
+  for t, (_, s) in enumerate(hist):
+    m = np.asarray(s.masks["w"])
+    inner = s.inner_state
+    mu = np.asarray(dequantize(inner.mu["w"], inner.mu_scale["w"], 8, True))
+    nu = np.asarray(dequantize(inner.nu["w"], inner.nu_scale["w"], 8, False))
+    if t < 3:
+      assert m.all() and (mu != 0).all() and (nu != 0).all()
+    else:
+      assert (~m).sum() == 12
+      assert (mu[~m] == 0.0).all() and (nu[~m] == 0.0).all()
+      assert (mu[m] != 0.0).all() and (nu[m] != 0.0).all()
+  # without the wrapper's zeroing the same entries keep non-zero moments
+  tx_keep = prune(opt, 0.5, update_every=100, begin_step=3, zero_inner_state=False)
+  _, s = _run(tx_keep, 6)[-1]
+  m = np.asarray(s.masks["w"])
+  nu = np.asarray(dequantize(s.inner_state.nu["w"], s.inner_state.nu_scale["w"], 8, False))
+  assert (nu[~m] != 0.0).all()
+
+
 def test_sparsity_zero_is_the_inner_optimizer(x64):
   params = _params(0, jnp.float64)
   a = _run(prune(jopt.adam(0.1), 0.0), 4, params)

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["dynamic_codebook", "quantize", "dequantize", "num_blocks"]
+__all__ = ["dynamic_codebook", "zero_code", "quantize", "dequantize", "num_blocks"]
 
 
 @functools.cache
@@ -41,6 +41,11 @@ def dynamic_codebook(signed: bool) -> np.ndarray:
   codes = np.unique(codes.astype(np.float32))
   assert codes.size == 256, codes.size
   return codes
+
+
+def zero_code(signed: bool) -> int:
+  """The code that decodes to exactly 0.0 (whatever the block's scale)."""
+  return int(np.flatnonzero(dynamic_codebook(signed) == 0.0)[0])
 
 
 def num_blocks(size: int, block_size: int) -> int:

@@ -7,9 +7,10 @@ from typing import Any
 import jax.numpy as jnp
 from jax.experimental.shard_alike import shard_alike
 
-from jopt._core.blockwise import dequantize, num_blocks, quantize
+from jopt._core.blockwise import dequantize, num_blocks, quantize, zero_code
 from jopt._core.hyperparams import HyperSpec, ScalarOrSchedule, state_class
 from jopt._core.leafwise import leafwise, param_like
+from jopt._core.slots import register_zero_codes
 from jopt._core.tree import full_like, gathered, zeros_like
 from jopt.optimizers._complex import require_real
 from jopt.optimizers.adam import _adam_rule, _adam_scalars
@@ -21,6 +22,8 @@ Adam8bitState = state_class(
     "State of jopt.adam_8bit: count, hyperparams; per parameter, mu and nu as uint8"
     " codes shaped like the parameter with one float32 scale per block (mu_scale,"
     " nu_scale), or as float32 arrays (and one-element placeholder scales) for small parameters.")
+# jopt.prune zeroes pruned entries' moments: for the uint8 codes that is the code of 0.0
+register_zero_codes(Adam8bitState, {"mu": zero_code(True), "nu": zero_code(False)})
 
 
 def _check_block_size(block_size: Any, where: str) -> None:

@@ -11,6 +11,7 @@ from jax.experimental.shard_alike import shard_alike
 
 from jopt._core import validate
 from jopt._core.hyperparams import hyper_dtype
+from jopt._core.slots import zero_codes
 from jopt._core.tree import (explicit_spec, full_like, leaf_paths, safe_increment,
                              unwrap_variables)
 from jopt.prune import allocation as alloc
@@ -98,22 +99,38 @@ def _replicated(x: jax.Array) -> jax.Array:
 
 def _zero_slots(inner: Any, treedef: Any, shapes: list[tuple[int, ...]],
                 masks: list[jax.Array | None]) -> Any:
-  """``inner`` with every params-shaped floating slot set to 0 where the mask is False."""
+  """``inner`` with every params-shaped slot set to zero where the mask is False.
+
+  Floating slots get 0.0; integer-coded slots of a state type registered with
+  :func:`jopt._core.slots.register_zero_codes` (``adam_8bit``'s uint8 moments) get
+  the code that decodes to 0.0.
+  """
   like = _is_params_like(treedef, shapes)
 
-  def fix(x):
+  def fix(x, code=None):
     if not like(x):
       return x
     leaves = treedef.flatten_up_to(x)
     out = []
     for leaf, shape, m in zip(leaves, shapes, masks):
-      if (m is not None and isinstance(leaf, jax.Array) and tuple(leaf.shape) == shape
-          and jnp.issubdtype(leaf.dtype, jnp.inexact)):
-        leaf = jnp.where(m, leaf, jnp.zeros((), leaf.dtype))
+      if m is not None and isinstance(leaf, jax.Array) and tuple(leaf.shape) == shape:
+        if jnp.issubdtype(leaf.dtype, jnp.inexact):
+          leaf = jnp.where(m, leaf, jnp.zeros((), leaf.dtype))
+        elif code is not None and jnp.issubdtype(leaf.dtype, jnp.integer):
+          leaf = jnp.where(m, leaf, jnp.asarray(code, leaf.dtype))
       out.append(leaf)
     return treedef.unflatten(out)
 
-  return jax.tree.map(fix, inner, is_leaf=like)
+  def coded(x):
+    return zero_codes(type(x)) is not None
+
+  def visit(x):
+    if coded(x):
+      codes = zero_codes(type(x))
+      return x._replace(**{f: fix(getattr(x, f), codes.get(f)) for f in x._fields})
+    return fix(x)
+
+  return jax.tree.map(visit, inner, is_leaf=lambda x: coded(x) or like(x))
 
 
 def prune(
@@ -156,10 +173,11 @@ def prune(
   buffers, ...) are zeroed at pruned entries before and after the inner
   update, so they are zero after every step and a regrown entry starts
   from zero (not from an optimizer's initial value, e.g. Adagrad's
-  ``initial_accumulator_value``). Slots of other shapes are left alone: Adafactor's factored row and
-  column statistics, the 8-bit optimizers' integer codes and block scales
-  (their pruned entries still see zero gradients, so only stale values
-  decay), and one-element placeholders.
+  ``initial_accumulator_value``). ``adam_8bit``'s uint8 moment codes are set
+  to the code that decodes to 0.0 (their block scales follow at the next
+  re-quantization). Slots of other shapes are left alone: Adafactor's factored
+  row and column statistics (a pruned entry's zero gradient only enters them
+  through its row and column means) and one-element placeholders.
 
   A target :math:`s` on :math:`n` units (entries, or groups for a structured
   granularity) prunes exactly :math:`\lfloor s n + \tfrac12 \rfloor` of them, the
