@@ -52,6 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jopt
+from jopt.prune.relative_index import relative_index_nbytes
 from jopt.quant.qarray import packed_nbytes
 from jopt.training import load_digits, load_mnist_subset
 from jopt.training import compression_lab as lab
@@ -139,7 +140,7 @@ def share_weights(params, fmt: str) -> tuple[Any, int]:
     if fmt == "bitmask":
       stored = (w.size + 7) // 8 + packed_nbytes(nnz, 5)
     else:
-      stored = lab.relative_index_nbytes(shared, value_bits=5, index_bits=5)
+      stored = relative_index_nbytes(shared, value_bits=5, index_bits=5)
     total += stored + 31 * 4 + int(np.asarray(layer["bias"]).size) * 4   # codebook, bias
     out[name] = {"kernel": jnp.asarray(shared), "bias": layer["bias"]}
   return out, total

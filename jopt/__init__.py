@@ -87,7 +87,10 @@ from jopt.schedules import (
     ReduceOnPlateauState as ReduceOnPlateauState,
 )
 from jopt import augment as augment
+from jopt import distill as distill
+from jopt.distill import distill_loss as distill_loss
 from jopt import nn as nn
+from jopt import pipeline as pipeline
 from jopt import prune as prune
 from jopt import quant as quant
 from jopt.wrappers import (
@@ -174,8 +177,11 @@ __all__ = [
     "ReduceOnPlateauState",
     "accumulate",
     "AccumulateState",
+    "distill_loss",
     "augment",
+    "distill",
     "nn",
+    "pipeline",
     "prune",
     "quant",
 ]

@@ -18,6 +18,8 @@ import pytest
 import torch
 
 import jopt
+from jopt.prune.relative_index import (relative_index_decode, relative_index_encode,
+                                       relative_index_nbytes)
 from jopt.training import compression_lab as lab
 from jopt.training import load_digits
 
@@ -77,7 +79,7 @@ def test_bad_inputs_name_the_argument():
     lab.train_model(lab.apply_lenet, lab.init_lenet(0, (64, 8, 10)), jopt.adam(1e-3),
                     load_digits(), steps=0)
   with pytest.raises(ValueError, match="index_bits"):
-    lab.relative_index_encode(np.ones(3), 0)
+    relative_index_encode(np.ones(3), 0)
   with pytest.raises(ValueError, match="square"):
     lab.apply_cnn(lab.init_cnn(0), jnp.zeros((1, 50)))
 
@@ -137,14 +139,15 @@ def test_relative_index_round_trips_and_counts(values, zeros_every, b):
   flat = np.asarray(values, np.float32)
   if zeros_every:
     flat[::zeros_every + 1] = 0
-  gaps, stored = lab.relative_index_encode(flat.reshape(1, -1), b)
+  gaps, stored = relative_index_encode(flat.reshape(1, -1), b)
   assert gaps.dtype == np.uint8 and (gaps < 2 ** b).all()
   assert gaps.size == _relative_reference(flat, b)
-  np.testing.assert_array_equal(lab.relative_index_decode(gaps, stored, (1, flat.size)),
+  np.testing.assert_array_equal(relative_index_decode(gaps, stored, (1, flat.size)),
                                 flat.reshape(1, -1))
-  assert lab.relative_index_nbytes(flat, 5, b) == -(-gaps.size * (5 + b) // 8)
+  assert relative_index_nbytes(flat, 5, b) == -(-gaps.size * (5 + b) // 8)
 
 
+@pytest.mark.slow
 def test_quick_benchmark_writes_a_complete_table(tmp_path):
   md, js = tmp_path / "c.md", tmp_path / "c.json"
   proc = subprocess.run([sys.executable, "-m", "benchmarks.compression", "--quick", "--md",

@@ -24,6 +24,12 @@ from jopt.prune.accounting import (
     to_bitmask as to_bitmask,
 )
 from jopt.prune.allocation import erk_densities as erk_densities
+from jopt.prune.relative_index import (
+    relative_index_count as relative_index_count,
+    relative_index_decode as relative_index_decode,
+    relative_index_encode as relative_index_encode,
+    relative_index_nbytes as relative_index_nbytes,
+)
 from jopt.prune.removal import (
     Coupled as Coupled,
     UnitGroup as UnitGroup,
@@ -42,6 +48,10 @@ __all__ = [
     "from_bitmask",
     "BitmaskArray",
     "nbytes",
+    "relative_index_encode",
+    "relative_index_decode",
+    "relative_index_nbytes",
+    "relative_index_count",
     "remove_units",
     "UnitGroup",
     "Coupled",

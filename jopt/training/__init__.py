@@ -73,6 +73,8 @@ from jopt.training.compression_lab import (
     train_model as train_model,
     accuracy_of as accuracy_of,
     measure_latency as measure_latency,
+)
+from jopt.prune.relative_index import (
     relative_index_encode as relative_index_encode,
     relative_index_decode as relative_index_decode,
     relative_index_nbytes as relative_index_nbytes,

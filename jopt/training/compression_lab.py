@@ -11,8 +11,8 @@ compression step applies to them directly:
   coupled axes for :func:`jopt.prune.remove_units` (channel removal);
 * :func:`train_model`: a jitted Adam-or-anything loop that takes any optax
   transform, ``jopt.prune(...)`` included (it passes ``params`` to ``update``);
-* :func:`accuracy_of`, :func:`measure_latency` and :func:`relative_index_nbytes`
-  (the relative-index sparse format of Deep Compression, counted exactly).
+* :func:`accuracy_of` and :func:`measure_latency` (the relative-index sparse
+  format of Deep Compression, counted exactly, is in :mod:`jopt.prune.relative_index`).
 
   >>> from jopt.training import compression_lab as lab
   >>> data = lab.mnist_data()
@@ -33,10 +33,16 @@ import optax
 
 from jopt._core.validate import check_positive_int
 from jopt.prune.removal import Coupled, UnitGroup
+# The relative-index format lives in jopt.prune.relative_index; these names stay
+# importable from the lab, where notebooks/compression.ipynb uses them.
+from jopt.prune.relative_index import (  # pylint: disable=unused-import
+    relative_index_decode as relative_index_decode,
+    relative_index_encode as relative_index_encode,
+    relative_index_nbytes as relative_index_nbytes,
+)
 
 __all__ = ["init_lenet", "apply_lenet", "init_cnn", "apply_cnn", "cnn_unit_groups",
-           "conv_filter", "train_model", "accuracy_of", "measure_latency",
-           "relative_index_encode", "relative_index_decode", "relative_index_nbytes"]
+           "conv_filter", "train_model", "accuracy_of", "measure_latency"]
 
 _WHERE = "compression_lab: "
 
@@ -366,92 +372,3 @@ def measure_latency(fn: Callable[..., Any], *args: Any, repeats: int = 30,
     jax.block_until_ready(jitted(*args))
     times.append(time.perf_counter() - start)
   return float(np.median(times))
-
-
-def relative_index_encode(x: Any, index_bits: int = 5) -> tuple[np.ndarray, np.ndarray]:
-  r"""Deep Compression's sparse format: each non-zero with the gap since the previous one.
-
-  Walking the flattened array, entry :math:`k` stores :math:`d_k` = positions
-  since the previous stored entry minus one, :math:`0 \le d_k < 2^{b}`; when
-  the gap to the next non-zero is :math:`\ge 2^b` a filler entry (value 0) is
-  stored at distance :math:`2^b`, as in Han et al. (Fig. 2).
-
-  Args:
-    x: an array (flattened row-major).
-    index_bits: :math:`b`, bits per gap (1..8).
-
-  Returns:
-    ``(gaps, values)``: uint8 gaps and the stored values (fillers as 0).
-
-  Example:
-    >>> relative_index_encode(np.array([0., 3., 0., 0., 5.]), 2)[0].tolist()
-    [1, 2]
-
-  Reference: Han et al., *Deep Compression*, ICLR 2016, Sec. 3 and Fig. 2.
-  """
-  if not 1 <= int(index_bits) <= 8:
-    raise ValueError(f"{_WHERE}index_bits={index_bits!r} must be in 1..8.")
-  flat = np.asarray(x).reshape(-1)
-  span = 1 << int(index_bits)
-  nz = np.flatnonzero(flat)
-  gaps, vals, prev = [], [], -1
-  for i in nz:
-    while i - prev > span:      # a filler at distance 2^b
-      prev += span
-      gaps.append(span - 1)
-      vals.append(0)
-    gaps.append(i - prev - 1)
-    vals.append(flat[i])
-    prev = i
-  return np.asarray(gaps, np.uint8), np.asarray(vals, flat.dtype)
-
-
-def relative_index_decode(gaps: np.ndarray, values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-  r"""Invert :func:`relative_index_encode`: position :math:`p_k = p_{k-1} + d_k + 1`.
-
-  Args:
-    gaps: the uint8 gaps.
-    values: the stored values.
-    shape: the dense shape.
-
-  Returns:
-    The dense NumPy array.
-
-  Example:
-    >>> g, v = relative_index_encode(np.array([0., 3., 0., 0., 5.]), 2)
-    >>> relative_index_decode(g, v, (5,)).tolist()
-    [0.0, 3.0, 0.0, 0.0, 5.0]
-
-  Reference: Han et al., ICLR 2016, Fig. 2.
-  """
-  out = np.zeros(int(np.prod(shape)), values.dtype)
-  pos = np.cumsum(gaps.astype(np.int64) + 1) - 1
-  out[pos] = values
-  return out.reshape(shape)
-
-
-def relative_index_nbytes(x: Any, value_bits: int, index_bits: int = 5) -> int:
-  r"""True bytes of :func:`relative_index_encode` with ``value_bits``-bit codes, bit-packed.
-
-  .. math:: \text{bytes} = \left\lceil E\,(b_v + b_i) / 8 \right\rceil
-
-  with :math:`E` the stored entries (non-zeros plus fillers). A codebook is
-  counted separately by the caller.
-
-  Args:
-    x: the sparse array.
-    value_bits: bits per value code (e.g. 5 for 32 shared weights).
-    index_bits: bits per gap.
-
-  Returns:
-    Bytes, an int.
-
-  Example:
-    >>> relative_index_nbytes(np.array([0., 3., 0., 0., 5.]), 5, 2)   # 2 entries x 7 bits
-    2
-
-  Reference: Han et al., ICLR 2016 (5-bit relative indices for
-  fully connected layers; its LeNet weights take 6 bits).
-  """
-  gaps, _ = relative_index_encode(x, index_bits)
-  return (gaps.size * (int(value_bits) + int(index_bits)) + 7) // 8
