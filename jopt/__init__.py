@@ -91,6 +91,7 @@ from jopt import distill as distill
 from jopt.distill import distill_loss as distill_loss
 from jopt import nn as nn
 from jopt import pipeline as pipeline
+from jopt import precision as precision
 from jopt import prune as prune
 from jopt import quant as quant
 from jopt.wrappers import (
@@ -182,6 +183,7 @@ __all__ = [
     "distill",
     "nn",
     "pipeline",
+    "precision",
     "prune",
     "quant",
 ]

@@ -42,6 +42,8 @@ RECIPES = {
         "| # | stage | kind | accuracy % | loss | params | non-zeros | sparsity | bytes | × smaller"
         " | latency ms | seconds |",
         "23.2x fewer bytes than the dense trained model, accuracy -1.4 points"],
+    "## Mixed precision training and loss scaling (`jopt.precision`)": [
+        "params=float32,compute=float16,output=float32 test accuracy 0.947", "False 32768.0 1 True"],
 }
 
 
