@@ -90,6 +90,7 @@ from jopt import augment as augment
 from jopt import distill as distill
 from jopt.distill import distill_loss as distill_loss
 from jopt import nn as nn
+from jopt import parallel as parallel
 from jopt import pipeline as pipeline
 from jopt import precision as precision
 from jopt import prune as prune
@@ -182,6 +183,7 @@ __all__ = [
     "augment",
     "distill",
     "nn",
+    "parallel",
     "pipeline",
     "precision",
     "prune",

@@ -12,7 +12,8 @@ import jopt
 
 NAMESPACES = {"jopt": jopt, "jopt.nn": jopt.nn, "jopt.augment": jopt.augment,
               "jopt.prune": jopt.prune, "jopt.quant": jopt.quant, "jopt.distill": jopt.distill,
-              "jopt.pipeline": jopt.pipeline, "jopt.precision": jopt.precision}
+              "jopt.pipeline": jopt.pipeline, "jopt.precision": jopt.precision,
+              "jopt.parallel": jopt.parallel}
 FUNCTIONS = [f"{ns}.{n}" for ns, mod in NAMESPACES.items() for n in mod.__all__
              if inspect.isfunction(getattr(mod, n))]
 CLASSES = [f"{ns}.{n}" for ns, mod in NAMESPACES.items() for n in mod.__all__
@@ -27,7 +28,7 @@ def _obj(qualname):
 
 
 def test_the_namespaces_are_public():
-  assert {"nn", "augment", "prune", "quant", "distill", "pipeline", "precision"} <= set(jopt.__all__)
+  assert {"nn", "augment", "prune", "quant", "distill", "pipeline", "precision", "parallel"} <= set(jopt.__all__)
   assert len(FUNCTIONS) > 60 and len(CLASSES) > 20
 
 

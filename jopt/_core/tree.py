@@ -173,3 +173,17 @@ def gathered(fn, x: jax.Array, like: jax.Array | None = None):
   if isinstance(out, tuple):
     return (jax.sharding.reshard(out[0], spec),) + tuple(out[1:])
   return jax.sharding.reshard(out, spec)
+
+
+def path_string(path: Any) -> str:
+  """The ``a/b/kernel`` string of a ``jax.tree_util`` key path (dict keys, attribute
+  names and sequence indices joined by ``/``), as path rules match it."""
+  parts = []
+  for k in path:
+    for attr in ("key", "name", "idx"):
+      if hasattr(k, attr):
+        parts.append(str(getattr(k, attr)))
+        break
+    else:
+      parts.append(str(k))
+  return "/".join(parts)

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jopt._core.tree import astype
+from jopt._core.tree import astype, path_string
 
 __all__ = ["Policy", "get_policy", "in_float32", "KEEP_FLOAT32", "DTYPE_ALIASES",
            "PRESETS"]
@@ -99,18 +99,6 @@ def _floating(name: str, value: Any, where: str) -> Any:
   return dtype
 
 
-def _path_str(path: tuple[Any, ...]) -> str:
-  parts = []
-  for k in path:
-    for attr in ("key", "name", "idx"):
-      if hasattr(k, attr):
-        parts.append(str(getattr(k, attr)))
-        break
-    else:
-      parts.append(str(k))
-  return "/".join(parts)
-
-
 def _keep_predicate(keep: KeepRule, where: str) -> Callable[[str], bool] | None:
   if keep is None or keep is False:
     return None
@@ -142,7 +130,7 @@ def _cast(tree: Any, dtype: Any, keep: Callable[[str], bool] | None = None) -> A
   def cast(path, x):
     if not _is_float_array(x):
       return x
-    target = keep_dtype if keep is not None and keep(_path_str(path)) else dtype
+    target = keep_dtype if keep is not None and keep(path_string(path)) else dtype
     return astype(jnp.asarray(x), target)
 
   return jax.tree_util.tree_map_with_path(cast, tree)

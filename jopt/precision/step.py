@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import optax
 
 from jopt.precision.loss_scale import LossScaleState, scale_loss
-from jopt.precision.policy import KeepRule, Policy, _path_str, get_policy
+from jopt._core.tree import path_string
+from jopt.precision.policy import KeepRule, Policy, get_policy
 
 __all__ = ["mixed_precision_step"]
 
@@ -22,7 +23,7 @@ def _check_params(params: Any, policy: Policy) -> None:
     if dtype is not None and jnp.issubdtype(dtype, jnp.floating) and (
         jnp.dtype(dtype) != policy.param_dtype):
       raise TypeError(
-          f"{_WHERE}params/{_path_str(path)} is {jnp.dtype(dtype)}, but the policy keeps"
+          f"{_WHERE}params/{path_string(path)} is {jnp.dtype(dtype)}, but the policy keeps"
           f" parameters in {policy.param_dtype}. Pass policy.cast_to_param(params)"
           " (float32 master weights for a mixed policy).")
 

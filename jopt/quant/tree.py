@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jopt._core.tree import unwrap_variables
+from jopt._core.tree import path_string, unwrap_variables
 from jopt.quant.qarray import QuantizedArray
 from jopt.quant.quantizer import quantize
 
@@ -44,15 +44,7 @@ def param_path(path: tuple[Any, ...]) -> str:
 
   Reference: the ``a/b/c`` parameter names of Flax's ``traverse_util.flatten_dict(sep="/")``.
   """
-  parts = []
-  for k in path:
-    for attr in ("key", "name", "idx"):
-      if hasattr(k, attr):
-        parts.append(str(getattr(k, attr)))
-        break
-    else:
-      parts.append(str(k))
-  return "/".join(parts)
+  return path_string(path)
 
 
 def _rules(rules: Any) -> list[tuple[str, Any]]:
