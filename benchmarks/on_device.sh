@@ -12,3 +12,4 @@ python -c "import jax; print(jax.__version__, jax.devices())"
 backend=$(python -c "import jax; print(jax.default_backend())")
 python -m benchmarks.suite --repeats 20 \
   --out "$out/results_${backend}.json" --markdown "$out/RESULTS_${backend}.md"
+python -m benchmarks.parallel --out "$out"
