@@ -98,6 +98,8 @@ from jopt import quant as quant
 from jopt.wrappers import (
     accumulate as accumulate,
     AccumulateState as AccumulateState,
+    skip_nonfinite as skip_nonfinite,
+    SkipNonfiniteState as SkipNonfiniteState,
 )
 
 __version__ = "0.1.0"
@@ -179,6 +181,8 @@ __all__ = [
     "ReduceOnPlateauState",
     "accumulate",
     "AccumulateState",
+    "skip_nonfinite",
+    "SkipNonfiniteState",
     "distill_loss",
     "augment",
     "distill",

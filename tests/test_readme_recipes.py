@@ -44,6 +44,7 @@ RECIPES = {
         "23.2x fewer bytes than the dense trained model, accuracy -1.4 points"],
     "## Mixed precision training and loss scaling (`jopt.precision`)": [
         "params=float32,compute=float16,output=float32 test accuracy 0.947", "False 32768.0 1 True"],
+    "## Skipping non-finite steps (`jopt.skip_nonfinite`)": ["[1.0, 1.0, 1.0] 1"],
     "## Data parallelism and multi-host (`jopt.parallel`)": [
         "devices: 8, per-device batch: 16", "loss after 30 steps: 0.21"],
     "## Model parallelism and sharded optimizer state (`jopt.parallel`)": [

@@ -18,6 +18,7 @@ import numpy as np
 import optax
 
 from jopt._core import validate
+from jopt._core.finite import all_finite, check_axis_name, select_tree, zeros_unless
 from jopt._core.tree import compute_dtype, safe_increment, unwrap_variables
 
 __all__ = ["loss_scale", "LossScaleState", "scale_loss", "all_finite"]
@@ -47,36 +48,6 @@ class LossScaleState(NamedTuple):
 
 
 LossScaleState.__module__ = "jopt"
-
-
-def all_finite(tree: Any, axis_name: str | Sequence[str] | None = None) -> jax.Array:
-  r"""One boolean: every entry of every leaf is finite (agreed across devices with ``axis_name``).
-
-  .. math::
-    \text{ok} = \bigwedge_{\text{devices}} \bigwedge_{\ell, i} \operatorname{isfinite}(g_{\ell, i})
-
-  Args:
-    tree: a pytree of arrays (an empty tree is finite).
-    axis_name: inside ``jax.shard_map`` / ``pmap``, the mesh axis name (or names)
-      to agree over with ``lax.pmin``: any device's non-finite value makes
-      every device's answer False. ``None`` checks the local values only.
-
-  Returns:
-    A 0-d boolean array.
-
-  Example:
-    >>> all_finite({"w": jnp.ones(3), "b": jnp.array([jnp.inf])})
-    Array(False, dtype=bool)
-
-  Reference: ``jmp.all_finite``; optax's ``apply_if_finite`` check.
-  """
-  leaves = jax.tree.leaves(tree)
-  ok = jnp.asarray(True)
-  for x in leaves:
-    ok = ok & jnp.all(jnp.isfinite(x))
-  if axis_name is not None:
-    ok = jax.lax.pmin(ok.astype(jnp.int32), axis_name) > 0
-  return ok
 
 
 def scale_loss(loss: jax.Array, state: Any) -> jax.Array:
@@ -163,7 +134,8 @@ def loss_scale(
   gradient's dtype :math:`d_g`. If ok, the updates are ``tx.update(g, ...)``;
   otherwise they are zeros, ``inner_state`` is returned bit for bit (the
   inner optimizer's count does not advance) and ``skipped`` grows by one.
-  The choice is a select over the trees, as in ``optax.apply_if_finite``: the
+  The choice is a select over the trees (``optax.apply_if_finite`` uses a
+  ``lax.cond`` instead): the
   inner update is computed and discarded on a skipped step, which costs a few
   elementwise passes but works unchanged under ``vmap`` and inside
   ``shard_map`` (a ``lax.cond`` there needs both branches to agree on which
@@ -233,11 +205,7 @@ def loss_scale(
   if dynamic and float(min_scale) > init_value:
     raise ValueError(f"{_WHERE}initial_scale={init_value!r} is below min_scale={min_scale!r};"
                      " pass initial_scale >= min_scale (or lower min_scale).")
-  if axis_name is not None and not (isinstance(axis_name, str) or (
-      isinstance(axis_name, (tuple, list)) and all(isinstance(a, str) for a in axis_name))):
-    raise TypeError(f"{_WHERE}axis_name must be a mesh axis name, a tuple of them, or"
-                    f" None; got {axis_name!r}.")
-  axes = tuple(axis_name) if isinstance(axis_name, list) else axis_name
+  axes = check_axis_name(axis_name, _WHERE)
   growth = np.float32(growth_factor)
   backoff = np.float32(backoff_factor)
   floor = np.float32(min_scale)
@@ -262,8 +230,8 @@ def loss_scale(
     ok = all_finite(grads, axes)
 
     stepped, stepped_inner = tx.update(grads, state.inner_state, params, **extra)
-    new_updates = jax.tree.map(lambda u: jnp.where(ok, u, jnp.zeros_like(u)), stepped)
-    inner = jax.tree.map(lambda n, o: jnp.where(ok, n, o), stepped_inner, state.inner_state)
+    new_updates = zeros_unless(ok, stepped)
+    inner = select_tree(ok, stepped_inner, state.inner_state)
 
     tracked = safe_increment(state.good_steps)
     if dynamic:

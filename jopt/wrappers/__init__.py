@@ -5,4 +5,9 @@ from jopt.wrappers.accumulate import (
     accumulate as accumulate,
 )
 
-__all__ = ["AccumulateState", "accumulate"]
+from jopt.wrappers.skip_nonfinite import (
+    SkipNonfiniteState as SkipNonfiniteState,
+    skip_nonfinite as skip_nonfinite,
+)
+
+__all__ = ["AccumulateState", "accumulate", "SkipNonfiniteState", "skip_nonfinite"]
