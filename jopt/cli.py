@@ -297,19 +297,6 @@ def _train_demo(args: argparse.Namespace) -> int:
 _DEMO_EXTRA = (("mlxtend", "mlxtend"), ("orbax", "orbax-checkpoint"), ("matplotlib", "matplotlib"))
 
 
-def _writable(out: str) -> str | None:
-  """None when ``out`` can be created and written, else the reason it cannot."""
-  try:
-    os.makedirs(out, exist_ok=True)
-    probe = os.path.join(out, ".jopt-write-probe")
-    with open(probe, "w", encoding="utf-8") as f:
-      f.write("ok")
-    os.remove(probe)
-  except OSError as e:
-    return e.strerror or str(e)
-  return None
-
-
 def _pipeline_demo(args: argparse.Namespace) -> int:
   missing = [pip for module, pip in _DEMO_EXTRA if importlib.util.find_spec(module) is None]
   if missing:
@@ -319,7 +306,8 @@ def _pipeline_demo(args: argparse.Namespace) -> int:
           ' (or pip install "jopt[demo]")', file=sys.stderr)
     return 2
   out = os.path.abspath(args.out)
-  why = _writable(out)
+  from jopt.pipeline.checkpoint import unwritable  # pylint: disable=import-outside-toplevel
+  why = unwritable(out)
   if why is not None:
     print(f"jopt demo: error: argument --out: cannot write to {out} ({why}); pass a folder you"
           " can write to, e.g. --out ./jopt-demo", file=sys.stderr)

@@ -10,15 +10,9 @@ import sys
 
 import pytest
 
+from tests.tables import cells as _cells
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-def _cells(md: str, first: str) -> list[str]:
-  """The cells of the Markdown table row whose first cell starts with ``first``."""
-  for line in md.splitlines():
-    if line.startswith(f"| {first}"):
-      return [c.strip() for c in line.strip("|").split("|")]
-  raise AssertionError(f"no table row starting with {first!r} in:\n{md}")
 
 
 @pytest.mark.slow

@@ -16,6 +16,7 @@ import sys
 import pytest
 
 from benchmarks import parallel as bench
+from tests.tables import cells as _cells
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -50,13 +51,6 @@ def test_collective_bytes_counts_sync_ops_and_the_done_half_of_async_pairs():
   assert bench.dot_dtypes(HLO) == {"f32,f32->f32": 1}
   with pytest.raises(ValueError, match="unknown HLO element type 'q7'"):
     bench.collective_bytes("%z = q7[3]{0} all-reduce(%a)")
-
-
-def _cells(md: str, first: str) -> list[str]:
-  for line in md.splitlines():
-    if line.startswith(f"| {first}"):
-      return [c.strip() for c in line.strip("|").split("|")]
-  raise AssertionError(f"no table row starting with {first!r} in:\n{md}")
 
 
 @pytest.mark.slow

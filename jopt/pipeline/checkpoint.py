@@ -23,9 +23,22 @@ from typing import Any
 import jax
 
 __all__ = ["checkpoint_dir", "load_progress", "save_progress", "save_carry", "restore_carry",
-           "check_fingerprint", "clear"]
+           "check_fingerprint", "clear", "unwritable"]
 
 PROGRESS = "progress.json"
+
+
+def unwritable(out_dir: str) -> str | None:
+  """None when ``out_dir`` can be created and a file written in it, else the reason it cannot."""
+  try:
+    os.makedirs(out_dir, exist_ok=True)
+    probe = os.path.join(out_dir, ".jopt-write-probe")
+    with open(probe, "w", encoding="utf-8") as f:
+      f.write("ok")
+    os.remove(probe)
+  except OSError as e:
+    return e.strerror or str(e)
+  return None
 
 
 def checkpoint_dir(out_dir: str) -> str:

@@ -106,15 +106,10 @@ def _identity():
 
 
 def _probe(out_dir: str) -> None:
-  try:
-    os.makedirs(out_dir, exist_ok=True)
-    probe = os.path.join(out_dir, ".jopt-write-probe")
-    with open(probe, "w", encoding="utf-8") as f:
-      f.write("ok")
-    os.remove(probe)
-  except OSError as e:
-    raise ValueError(f"{_WHERE}out_dir={out_dir!r} cannot be written ({e.strerror}); pass a"
-                     " folder you can write to, or out_dir=None to skip checkpoints.") from e
+  why = ckpt.unwritable(out_dir)
+  if why is not None:
+    raise ValueError(f"{_WHERE}out_dir={out_dir!r} cannot be written ({why}); pass a"
+                     " folder you can write to, or out_dir=None to skip checkpoints.")
 
 
 def _fingerprint(model: Model, stages: Sequence[Stage], data: Data, seed: int,
