@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import pathlib
 import statistics
 import sys
@@ -57,7 +56,7 @@ from jopt.quant.qarray import packed_nbytes
 from jopt.training import load_digits, load_mnist_subset
 from jopt.training import compression_lab as lab
 
-from benchmarks.machine import machine_facts
+from benchmarks.machine import log, machine_facts, write_report
 
 HERE = pathlib.Path(__file__).resolve().parent
 
@@ -387,13 +386,11 @@ def main(argv=None) -> int:
   if args.quick:
     jax.config.update("jax_disable_most_optimizations", True)
   start = time.perf_counter()
-  result = run(settings, log=lambda msg: print(msg, file=sys.stderr, flush=True))
+  result = run(settings, log=log)
   result.update(settings=dataclasses.asdict(settings), machine=machine_facts(), quick=args.quick,
                 seconds=time.perf_counter() - start, not_measured=_not_measured(),
                 command="python -m benchmarks.compression" + (" --quick" if args.quick else ""))
-  pathlib.Path(args.json).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
-  pathlib.Path(args.md).write_text(markdown(result), encoding="utf-8")
-  print(f"wrote {args.md} and {args.json} in {result['seconds']:.1f} s")
+  write_report(result, markdown(result), args.md, args.json, result["seconds"])
   return 0
 
 

@@ -83,7 +83,7 @@ from jopt.distill import distill_loss
 from jopt.training import compression_lab as lab
 from jopt.training import load_mnist_subset
 
-from benchmarks.machine import machine_facts
+from benchmarks.machine import log, machine_facts, write_report
 
 HERE = pathlib.Path(__file__).resolve().parent
 PAD = 2                                    # the jitter: +-2 pixels in each direction
@@ -882,7 +882,6 @@ def main(argv=None) -> int:
   settings = QUICK if args.quick else FULL
   if args.quick:
     jax.config.update("jax_disable_most_optimizations", True)
-  log = lambda msg: print(msg, file=sys.stderr, flush=True)
   command = "python -m benchmarks.distillation" + (" --quick" if args.quick else "")
   start = time.perf_counter()
   if args.only == "wide":
@@ -895,10 +894,8 @@ def main(argv=None) -> int:
     result = run(settings, log=log)
     result.update(settings=dataclasses.asdict(settings), machine=machine_facts(),
                   quick=args.quick, seconds=time.perf_counter() - start, command=command)
-  (out / "distillation.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
-  (out / "DISTILLATION.md").write_text(markdown(result), encoding="utf-8")
-  print(f"wrote {out / 'DISTILLATION.md'} and {out / 'distillation.json'} in"
-        f" {time.perf_counter() - start:.1f} s")
+  write_report(result, markdown(result), out / "DISTILLATION.md", out / "distillation.json",
+               time.perf_counter() - start)
   return 0
 
 

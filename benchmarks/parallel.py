@@ -51,7 +51,6 @@ if __name__ == "__main__":   # before any JAX array exists; a no-op on a GPU's d
 import argparse
 import dataclasses
 import gc
-import json
 import pathlib
 import re
 import statistics
@@ -67,7 +66,7 @@ from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 import jopt
 from jopt import parallel, precision
 
-from benchmarks.machine import machine_facts
+from benchmarks.machine import log, machine_facts, write_report
 
 __all__ = ["Settings", "FULL", "QUICK", "GPU", "LAYOUTS", "COLLECTIVES", "mlp_params",
            "mlp_loss", "per_device_bytes", "collective_bytes", "dot_dtypes", "cpu_bf16_flags",
@@ -501,18 +500,15 @@ def main(argv=None) -> int:
   platform = jax.devices()[0].platform
   settings = QUICK if args.quick else (GPU if platform == "gpu" else FULL)
   start = time.perf_counter()
-  result = run(settings, log=lambda msg: print(msg, file=sys.stderr, flush=True))
+  result = run(settings, log=log)
   result.update(settings=dataclasses.asdict(settings), machine=machine_facts(),
                 quick=args.quick, seconds=time.perf_counter() - start,
                 command="python -m benchmarks.parallel" + (" --quick" if args.quick else ""))
   result["precision_note"] = _precision_note(result)
   suffix = "" if platform == "cpu" else f"_{platform}"
   out = pathlib.Path(args.out)
-  out.mkdir(parents=True, exist_ok=True)
-  (out / f"parallel{suffix}.json").write_text(json.dumps(result, indent=1) + "\n",
-                                              encoding="utf-8")
-  (out / f"PARALLEL{suffix}.md").write_text(markdown(result), encoding="utf-8")
-  print(f"wrote {out}/PARALLEL{suffix}.md and parallel{suffix}.json in {result['seconds']:.1f} s")
+  write_report(result, markdown(result), out / f"PARALLEL{suffix}.md",
+               out / f"parallel{suffix}.json", result["seconds"])
   return 0
 
 

@@ -26,7 +26,6 @@ Benchmarks measure; tests assert behaviour. Nothing here is a pass/fail threshol
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pathlib
 import statistics
@@ -38,7 +37,7 @@ import jax
 
 from jopt.pipeline import demo
 
-from benchmarks.machine import machine_facts
+from benchmarks.machine import log, machine_facts, write_report
 
 HERE = pathlib.Path(__file__).resolve().parent
 
@@ -217,15 +216,12 @@ def main(argv=None) -> int:
            else ([0] if args.quick else [0, 1, 2]))
   if args.quick:
     jax.config.update("jax_disable_most_optimizations", True)
-  result = measure(seeds, args.quick, args.reports,
-                   log=lambda msg: print(msg, file=sys.stderr, flush=True))
+  result = measure(seeds, args.quick, args.reports, log=log)
   result.update(machine=machine_facts(),
                 command="python -m benchmarks.pipeline" + (" --quick" if args.quick else ""))
   out = pathlib.Path(args.out)
-  out.mkdir(parents=True, exist_ok=True)
-  (out / "pipeline.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
-  (out / "PIPELINE.md").write_text(markdown(result), encoding="utf-8")
-  print(f"wrote {out / 'PIPELINE.md'} and {out / 'pipeline.json'} in {result['seconds']:.1f} s")
+  write_report(result, markdown(result), out / "PIPELINE.md", out / "pipeline.json",
+               result["seconds"])
   return 0
 
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
-import json
 import pathlib
 import statistics
 import sys
@@ -47,7 +46,7 @@ import jopt.regularizers as reg
 from jopt.training import (RegCNN, RegMLP, fit_seeds, lab_data, load_digits, load_mnist_subset,
                            variance_shift)
 
-from benchmarks.machine import machine_facts
+from benchmarks.machine import log, machine_facts, write_report
 
 HERE = pathlib.Path(__file__).resolve().parent
 
@@ -304,13 +303,11 @@ def main(argv=None) -> int:
     # all of it, and XLA's optimizations would double it.
     jax.config.update("jax_disable_most_optimizations", True)
   start = time.perf_counter()
-  result = run(settings, log=lambda msg: print(msg, file=sys.stderr, flush=True))
+  result = run(settings, log=log)
   result.update(settings=dataclasses.asdict(settings), machine=machine_facts(), quick=args.quick,
                 seconds=time.perf_counter() - start,
                 command="python -m benchmarks.regularization" + (" --quick" if args.quick else ""))
-  pathlib.Path(args.json).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
-  pathlib.Path(args.md).write_text(markdown(result), encoding="utf-8")
-  print(f"wrote {args.md} and {args.json} in {result['seconds']:.1f} s")
+  write_report(result, markdown(result), args.md, args.json, result["seconds"])
   return 0
 
 
