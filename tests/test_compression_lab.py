@@ -22,6 +22,7 @@ from jopt.prune.relative_index import (relative_index_decode, relative_index_enc
                                        relative_index_nbytes)
 from jopt.training import compression_lab as lab
 from jopt.training import load_digits
+from tests.references import relative_index_entries
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -123,15 +124,6 @@ def test_channel_removal_equals_the_masked_cnn():
   assert lab.measure_latency(lab.apply_cnn, small, x, repeats=2, warmup=0) > 0
 
 
-def _relative_reference(flat, b):
-  """Count Deep Compression entries directly: fillers every 2^b positions of a longer gap."""
-  span, prev, entries = 2 ** b, -1, 0
-  for i in np.flatnonzero(flat):
-    entries += (i - prev - 1) // span + 1
-    prev = i
-  return entries
-
-
 @hypothesis.settings(max_examples=60, deadline=None)
 @hypothesis.given(st.lists(st.integers(-3, 3).filter(lambda v: True), min_size=1, max_size=200),
                   st.integers(0, 5), st.integers(1, 8))
@@ -141,7 +133,7 @@ def test_relative_index_round_trips_and_counts(values, zeros_every, b):
     flat[::zeros_every + 1] = 0
   gaps, stored = relative_index_encode(flat.reshape(1, -1), b)
   assert gaps.dtype == np.uint8 and (gaps < 2 ** b).all()
-  assert gaps.size == _relative_reference(flat, b)
+  assert gaps.size == relative_index_entries(flat, b)
   np.testing.assert_array_equal(relative_index_decode(gaps, stored, (1, flat.size)),
                                 flat.reshape(1, -1))
   assert relative_index_nbytes(flat, 5, b) == -(-gaps.size * (5 + b) // 8)

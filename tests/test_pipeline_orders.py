@@ -18,6 +18,7 @@ import pytest
 import jopt
 from jopt import pipeline as pl
 from jopt.training import compression_lab as lab
+from tests.references import relative_index_entries
 
 SIZES = (16, 8, 4)
 # the module (the package attribute ``run`` is the function)
@@ -65,15 +66,6 @@ def capture(monkeypatch):
   return seen
 
 
-def _entries(flat, b):
-  """Deep Compression's entries, walked one non-zero at a time (fillers every 2^b)."""
-  span, prev, count = 2 ** b, -1, 0
-  for i in np.flatnonzero(flat):
-    count += (i - prev - 1) // span + 1
-    prev = i
-  return count
-
-
 def reference_stored(cm):
   """(path, stored float values, bits or None, side bytes) per leaf, rebuilt here."""
   out = []
@@ -102,12 +94,14 @@ def reference_bytes(w, bits, side):
   flat = w.reshape(-1)
   if bits is None:
     cand = {"float32": 4 * n, "bitmask+float32": math.ceil(n / 8) + 4 * k}
-    cand.update({f"relidx{i}+float32": math.ceil(_entries(flat, i) * (32 + i) / 8)
+    cand.update({f"relidx{i}+float32":
+                 math.ceil(relative_index_entries(flat, i) * (32 + i) / 8)
                  for i in range(1, 9)})
   else:
     cand = {f"{bits}bit": math.ceil(n * bits / 8) + side,
             f"bitmask+{bits}bit": math.ceil(n / 8) + math.ceil(k * bits / 8) + side}
-    cand.update({f"relidx{i}+{bits}bit": math.ceil(_entries(flat, i) * (bits + i) / 8) + side
+    cand.update({f"relidx{i}+{bits}bit":
+                 math.ceil(relative_index_entries(flat, i) * (bits + i) / 8) + side
                  for i in range(1, 9)})
   best = min(cand.values())
   return best, {f for f, v in cand.items() if v == best}
