@@ -2,6 +2,18 @@
 
 Every optimizer returns an ``optax.GradientTransformationExtraArgs`` and keeps its
 numeric hyperparameters in its state (see :func:`hyperparams`, :func:`set_hyperparams`).
+
+  >>> params = {"w": jnp.array([1.0, -2.0])}
+  >>> tx = optax.chain(optax.clip_by_global_norm(10.0), jopt.adam(0.1))   # chains with optax
+  >>> state = tx.init(params)
+  >>> grads = jax.grad(lambda p: jnp.sum(p["w"] ** 2))(params)   # [2, -4]
+  >>> updates, state = tx.update(grads, state, params)
+  >>> params = optax.apply_updates(params, updates)
+  >>> print(np.asarray(params["w"]).round(4))   # Adam's first step: -0.1 * sign(g)
+  [ 0.9 -1.9]
+  >>> state = jopt.set_hyperparams(state, learning_rate=0.01)   # no recompile
+  >>> print(round(float(jopt.hyperparams(state)["learning_rate"]), 6))
+  0.01
 """
 
 from jopt._core.hyperparams import (

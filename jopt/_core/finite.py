@@ -49,11 +49,14 @@ def all_finite(tree: Any, axis_name: str | Sequence[str] | None = None) -> jax.A
     A 0-d boolean array.
 
   Example:
-    >>> all_finite({"w": jnp.ones(3), "b": jnp.array([jnp.inf])})
+    >>> jopt.precision.all_finite({"w": jnp.ones(3), "step": jnp.array(7)})
+    Array(True, dtype=bool)
+    >>> jopt.precision.all_finite({"w": jnp.ones(3), "b": jnp.array([jnp.inf])})
     Array(False, dtype=bool)
 
   Reference: ``jmp.all_finite``; optax's ``apply_if_finite`` check.
   """
+  axis_name = check_axis_name(axis_name, "all_finite: ")
   ok = jnp.asarray(True)
   for x in jax.tree.leaves(tree):
     if _inexact(x):

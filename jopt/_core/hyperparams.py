@@ -6,9 +6,10 @@ schedule ``step -> value`` is re-evaluated at each update and the result stored,
 so ``hyperparams(state)`` always reports the values used by the latest step.
 
   >>> tx = jopt.adam(1e-3)
-  >>> state = tx.init(params)
+  >>> state = tx.init({"w": jnp.zeros(3)})
   >>> state = jopt.set_hyperparams(state, learning_rate=3e-4)   # no retrace
-  >>> jopt.hyperparams(state)["learning_rate"]
+  >>> print(round(float(jopt.hyperparams(state)["learning_rate"]), 6))
+  0.0003
 """
 
 from __future__ import annotations
@@ -137,7 +138,15 @@ def hyperparams(state: Any) -> dict[str, jax.Array]:
   transforms in the tree hold the same name: pass the sub-state instead.
 
   Example:
-    >>> jopt.hyperparams(jopt.adam(1e-3).init(params))["b1"]   # Array(0.9)
+    >>> state = jopt.adam(1e-3).init({"w": jnp.zeros(3)})
+    >>> hp = jopt.hyperparams(state)
+    >>> sorted(hp)
+    ['b1', 'b2', 'eps', 'eps_root', 'learning_rate']
+    >>> print(round(float(hp["b1"]), 6), hp["b1"].dtype)   # float64 under jax_enable_x64
+    0.9 float32
+    >>> chain = optax.chain(jopt.add_decayed_weights(1e-4), jopt.sgd(0.1))
+    >>> print(round(float(jopt.hyperparams(chain.init({"w": jnp.zeros(3)}))["weight_decay"]), 6))
+    0.0001
   """
   out: dict[str, jax.Array] = {}
   for s in _find(state):
@@ -168,7 +177,27 @@ def set_hyperparams(state: Any, **values: Any) -> Any:
       the accepted range, or a schedule-driven name.
 
   Example:
-    >>> state = jopt.set_hyperparams(state, learning_rate=1e-4, b2=0.98)
+    >>> params = {"w": jnp.array([1.0, -2.0])}
+    >>> tx = jopt.adam(1e-3)
+    >>> traces = []
+    >>> @jax.jit
+    ... def step(grads, state):
+    ...   traces.append(1)   # runs once per trace
+    ...   return tx.update(grads, state)
+    >>> state = tx.init(params)
+    >>> state = jopt.set_hyperparams(state, learning_rate=0.1, b2=0.98)
+    >>> updates, state = step({"w": jnp.array([0.5, -1.0])}, state)   # uses lr = 0.1
+    >>> print(np.asarray(updates["w"]).round(4))
+    [-0.1  0.1]
+    >>> state = jopt.set_hyperparams(state, learning_rate=0.01)   # same dtype: no retrace
+    >>> updates, state = step({"w": jnp.array([0.5, -1.0])}, state)
+    >>> print(np.asarray(updates["w"]).round(4), len(traces))
+    [-0.01  0.01] 1
+    >>> jopt.set_hyperparams(jopt.adam(optax.linear_schedule(1.0, 0.0, 10)).init(params),
+    ...                      learning_rate=0.1)
+    Traceback (most recent call last):
+    ...
+    ValueError: set_hyperparams: 'learning_rate' of this AdamState is driven by the schedule ...
   """
   states = _find(state)
   known = {k for s in states for k in s.hyperparams}

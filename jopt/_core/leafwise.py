@@ -48,12 +48,13 @@ __all__ = ["leafwise", "slot_zeros", "slot_placeholder", "param_like", "resolve_
 Step = Callable[..., tuple[jax.Array, tuple[jax.Array, ...]]]
 
 
-def _check_slot_dtype(dtype: Any) -> Any:
+def _check_slot_dtype(dtype: Any, name: str = "state dtype") -> Any:
   if dtype is None:
     return None
   dtype = jnp.dtype(dtype)
   if not jnp.issubdtype(dtype, jnp.inexact):
-    raise TypeError(f"state dtype must be a floating or complex dtype, got {dtype}.")
+    raise TypeError(f"{name}={dtype} must be a floating or complex dtype (e.g. jnp.float32,"
+                    " jnp.bfloat16), or None for the parameter's dtype.")
   return dtype
 
 
@@ -72,9 +73,10 @@ def param_like(init: Callable[[jax.Array], jax.Array],
   return init
 
 
-def slot_zeros(dtype: Any = None) -> Callable[[jax.Array], jax.Array]:
-  """A slot initializer: zeros like the parameter, in ``dtype`` (default: param's)."""
-  dtype = _check_slot_dtype(dtype)
+def slot_zeros(dtype: Any = None, name: str = "state dtype") -> Callable[[jax.Array], jax.Array]:
+  """A slot initializer: zeros like the parameter, in ``dtype`` (default: param's);
+  a non-float ``dtype`` is a ``TypeError`` naming the option ``name``."""
+  dtype = _check_slot_dtype(dtype, name)
   return param_like(lambda p: zeros_like(p, dtype), same_dtype=dtype is None)
 
 

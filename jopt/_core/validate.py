@@ -21,7 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = ["check_hyperparam", "check_range", "check_positive_int", "check_choice",
-           "is_schedule", "is_concrete", "register_range", "static_int", "real_value"]
+           "check_flag", "is_schedule", "is_concrete", "register_range", "static_int",
+           "real_value"]
 
 
 def is_schedule(value: Any) -> bool:
@@ -157,7 +158,8 @@ def static_int(name: str, value: Any, where: str = "", minimum: int = 0) -> int:
   Python and NumPy integers and concrete 0-d integer arrays are accepted (what
   ``optax.inject_hyperparams`` passes outside ``jit``). A traced value is a
   ``TypeError`` naming the argument and saying how to pass it as a static one;
-  anything else is a ``ValueError``.
+  so is a value that is not an integer (a float, a string, a bool); an integer
+  below ``minimum`` is a ``ValueError``.
   """
   if not is_concrete(value):
     raise TypeError(
@@ -171,8 +173,10 @@ def static_int(name: str, value: Any, where: str = "", minimum: int = 0) -> int:
       arr = np.asarray(value)
     except Exception:  # pylint: disable=broad-except
       arr = None
-  if (arr is None or arr.shape != () or not np.issubdtype(arr.dtype, np.integer)
-      or int(arr) < minimum):
+  if arr is None or arr.shape != () or not np.issubdtype(arr.dtype, np.integer):
+    raise TypeError(f"{where}{name}={value!r} must be an integer >= {minimum};"
+                    f" got {type(value).__name__}, pass an int.")
+  if int(arr) < minimum:
     raise ValueError(f"{where}{name}={value!r} must be an integer >= {minimum}.")
   return int(arr)
 
@@ -184,8 +188,20 @@ def check_positive_int(name: str, value: Any, where: str = "") -> int:
 
 def check_choice(name: str, value: Any, choices: tuple[Any, ...], where: str = "") -> None:
   """Raise unless ``value`` is one of ``choices``."""
+  if (choices and all(isinstance(c, str) for c in choices)
+      and not isinstance(value, str)):
+    raise TypeError(f"{where}{name}={value!r} must be a string, one of {choices!r}.")
   if value not in choices:
     raise ValueError(f"{where}{name}={value!r} is not one of {choices!r}.")
+
+
+def check_flag(where: str, **flags: Any) -> None:
+  """Raise ``TypeError`` unless every keyword's value is a bool (``True`` or
+  ``False``, NumPy bools too): a flag that is a string or a number is a mistake,
+  never read as truthy."""
+  for name, value in flags.items():
+    if not isinstance(value, (bool, np.bool_)):
+      raise TypeError(f"{where}{name}={value!r} must be True or False.")
 
 
 Validator = Callable[[str, Any], None]

@@ -42,7 +42,11 @@ Example:
   ...     aug.random_flip_left_right,
   ...     functools.partial(aug.random_crop, padding=4),
   ...     functools.partial(aug.color_jitter, brightness=0.2, contrast=0.2, saturation=0.2))
-  >>> images = jax.jit(train_aug)(images, key=jax.random.key(step))
+  >>> images = jax.random.uniform(jax.random.key(0), (8, 32, 32, 3))  # a batch, NHWC in [0, 1]
+  >>> step = 0
+  >>> out = jax.jit(train_aug)(images, key=jax.random.fold_in(jax.random.key(1), step))
+  >>> out.shape, out.dtype, bool(jnp.all((out >= 0) & (out <= 1)))
+  ((8, 32, 32, 3), dtype('float32'), True)
 """
 
 from jopt.augment.geometric import (

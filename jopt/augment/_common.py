@@ -33,7 +33,7 @@ def check_images(op: str, images: Any, *, rgb: bool = False) -> jax.Array:
     images = jnp.asarray(images)
   dtype = images.dtype
   if not jnp.issubdtype(dtype, jnp.floating):
-    raise ValueError(
+    raise TypeError(
         f"{op}: images has dtype {dtype}, but augmentations take float images with"
         " values in [0, 1]; pass images.astype(jnp.float32) / 255 for 8-bit pixels.")
   if images.ndim != 4:
@@ -153,6 +153,8 @@ def check_interval(op: str, name: str, value: Any, low: float | None = None,
 
 
 def check_choice(op: str, name: str, value: Any, choices: Sequence[Any]) -> None:
+  if all(isinstance(c, str) for c in choices) and not isinstance(value, str):
+    raise TypeError(f"{op}: {name}={value!r} must be a string, one of {tuple(choices)!r}.")
   if value not in tuple(choices):
     raise ValueError(f"{op}: {name}={value!r} is not one of {tuple(choices)!r}.")
 

@@ -95,7 +95,12 @@ def random_brightness(images: Any, *, key: Any, max_delta: Any) -> jax.Array:
     The adjusted images, same shape and dtype.
 
   Example:
-    >>> out = aug.random_brightness(images, key=jax.random.key(0), max_delta=0.2)
+    >>> import jopt.augment as aug
+    >>> gray = jnp.full((4, 8, 8, 3), 0.5)
+    >>> out = aug.random_brightness(gray, key=jax.random.key(1), max_delta=0.2)
+    >>> delta = out - gray                  # one offset per image, |delta| <= 0.2
+    >>> bool(jnp.all(delta == delta[:, :1, :1, :1])), bool(jnp.all(jnp.abs(delta) <= 0.2))
+    (True, True)
 
   Reference: dm-pix's ``random_brightness`` (``tf.image.random_brightness``),
   plus the clip.
@@ -124,7 +129,14 @@ def random_contrast(images: Any, *, key: Any, strength: Any) -> jax.Array:
     The adjusted images, same shape and dtype.
 
   Example:
-    >>> out = aug.random_contrast(images, key=jax.random.key(0), strength=0.4)
+    >>> import jopt.augment as aug
+    >>> images = jax.random.uniform(jax.random.key(0), (4, 8, 8, 3), minval=0.25, maxval=0.75)
+    >>> out = aug.random_contrast(images, key=jax.random.key(1), strength=0.4)
+    >>> out.shape, out.dtype
+    ((4, 8, 8, 3), dtype('float32'))
+    >>> mean = lambda x: x.mean(axis=(1, 2))   # per image and channel; kept (nothing clipped)
+    >>> bool(jnp.allclose(mean(out), mean(images), atol=1e-6))
+    True
 
   Reference: dm-pix's ``adjust_contrast`` (``tf.image.adjust_contrast``);
   torchvision's ``ColorJitter`` for the factor range (it uses the grayscale mean).
@@ -151,7 +163,13 @@ def random_saturation(images: Any, *, key: Any, strength: Any) -> jax.Array:
     The adjusted images, same shape and dtype.
 
   Example:
-    >>> out = aug.random_saturation(images, key=jax.random.key(0), strength=0.4)
+    >>> import jopt.augment as aug
+    >>> images = jax.random.uniform(jax.random.key(0), (4, 8, 8, 3))
+    >>> out = aug.random_saturation(images, key=jax.random.key(1), strength=0.4)
+    >>> out.shape, out.dtype
+    ((4, 8, 8, 3), dtype('float32'))
+    >>> bool(jnp.allclose(out.max(axis=-1), images.max(axis=-1), atol=1e-6))  # the value v is kept
+    True
 
   Reference: dm-pix's ``adjust_saturation`` (``tf.image.adjust_saturation``);
   torchvision's ``ColorJitter`` for the factor range (it blends with grayscale).
@@ -179,7 +197,14 @@ def random_hue(images: Any, *, key: Any, max_delta: Any) -> jax.Array:
     The adjusted images, same shape and dtype.
 
   Example:
-    >>> out = aug.random_hue(images, key=jax.random.key(0), max_delta=0.1)
+    >>> import jopt.augment as aug
+    >>> images = jax.random.uniform(jax.random.key(0), (4, 8, 8, 3))
+    >>> out = aug.random_hue(images, key=jax.random.key(1), max_delta=0.1)
+    >>> out.shape, out.dtype
+    ((4, 8, 8, 3), dtype('float32'))
+    >>> spread = lambda x: jnp.stack([x.min(axis=-1), x.max(axis=-1)])
+    >>> bool(jnp.allclose(spread(out), spread(images), atol=1e-6))  # s and v are kept
+    True
 
   Reference: dm-pix's ``random_hue`` (``tf.image.random_hue``); torchvision's
   ``ColorJitter(hue=d)`` draws the same shift.
@@ -221,8 +246,17 @@ def color_jitter(images: Any, *, key: Any, brightness: Any = 0.0, contrast: Any 
     The jittered images, same shape and dtype.
 
   Example:
-    >>> out = aug.color_jitter(images, key=jax.random.key(0), brightness=0.4,
-    ...                        contrast=0.4, saturation=0.4, hue=0.1)
+    >>> import jopt.augment as aug
+    >>> images = jax.random.uniform(jax.random.key(0), (4, 8, 8, 3))
+    >>> jitter = jax.jit(aug.color_jitter)   # strengths traced: changing them never recompiles
+    >>> out = jitter(images, key=jax.random.key(1), brightness=0.4, contrast=0.4,
+    ...              saturation=0.4, hue=0.1)
+    >>> out.shape, bool(jnp.all((out >= 0) & (out <= 1)))
+    ((4, 8, 8, 3), True)
+    >>> same = jitter(images, key=jax.random.key(1), brightness=0.0, contrast=0.0,
+    ...               saturation=0.0, hue=0.0)
+    >>> bool(jnp.array_equal(same, images))   # all strengths 0: the identity
+    True
 
   Reference: Chen et al., *A Simple Framework for Contrastive Learning of
   Visual Representations* (SimCLR), ICML 2020, Appendix A (``color_jitter``

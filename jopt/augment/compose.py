@@ -65,11 +65,19 @@ def sequence(*ops: Op) -> Op:
     The composed op.
 
   Example:
+    >>> import functools
+    >>> import jopt.augment as aug
     >>> train_aug = aug.sequence(
     ...     functools.partial(aug.random_crop, padding=4),
     ...     aug.random_flip_left_right,
-    ...     functools.partial(aug.cutout, size=8))
-    >>> out = jax.jit(train_aug)(images, key=jax.random.key(0))
+    ...     functools.partial(aug.cutout, size=4))
+    >>> images = jax.random.uniform(jax.random.key(0), (4, 8, 8, 3))
+    >>> out = jax.jit(train_aug)(images, key=jax.random.key(1))
+    >>> out.shape, out.dtype
+    ((4, 8, 8, 3), dtype('float32'))
+    >>> flip = functools.partial(aug.random_flip_left_right, p=1.0)
+    >>> bool(jnp.array_equal(aug.sequence(flip, flip)(images, key=jax.random.key(1)), images))
+    True
 
   Reference: torchvision's ``transforms.Compose``, with keys instead of a global RNG.
   """
@@ -109,9 +117,17 @@ def random_choice(ops: Sequence[Op], p: Sequence[Any] | None = None) -> Op:
     The composed op.
 
   Example:
-    >>> pick = aug.random_choice([aug.random_flip_left_right, aug.random_flip_up_down],
-    ...                          p=[0.7, 0.3])
-    >>> out = pick(images, key=jax.random.key(0))
+    >>> import functools
+    >>> import jopt.augment as aug
+    >>> lr = functools.partial(aug.random_flip_left_right, p=1.0)
+    >>> ud = functools.partial(aug.random_flip_up_down, p=1.0)
+    >>> pick = aug.random_choice([lr, ud], p=[0.7, 0.3])
+    >>> images = jax.random.uniform(jax.random.key(0), (8, 4, 4, 3))
+    >>> out = pick(images, key=jax.random.key(1))
+    >>> is_lr = jnp.all(out == images[:, :, ::-1], axis=(1, 2, 3))
+    >>> is_ud = jnp.all(out == images[:, ::-1], axis=(1, 2, 3))
+    >>> bool(jnp.all(is_lr != is_ud))      # every example got exactly one of the two
+    True
 
   Reference: torchvision's ``transforms.RandomChoice`` (which picks one op
   per call; here, per example).
@@ -169,9 +185,20 @@ def random_apply(op: Op, p: Any = 0.5) -> Op:
     The composed op.
 
   Example:
+    >>> import functools
+    >>> import jopt.augment as aug
     >>> jitter = aug.random_apply(functools.partial(aug.color_jitter, brightness=0.8,
     ...     contrast=0.8, saturation=0.8, hue=0.2), p=0.8)   # SimCLR's color distortion
-    >>> out = jitter(images, key=jax.random.key(0))
+    >>> images = jax.random.uniform(jax.random.key(0), (4, 8, 8, 3))
+    >>> out = jax.jit(jitter)(images, key=jax.random.key(1))
+    >>> out.shape, bool(jnp.all((out >= 0) & (out <= 1)))
+    ((4, 8, 8, 3), True)
+    >>> flip = functools.partial(aug.random_flip_left_right, p=1.0)
+    >>> out = aug.random_apply(flip, p=0.5)(images, key=jax.random.key(1))
+    >>> kept = jnp.all(out == images, axis=(1, 2, 3))
+    >>> flipped = jnp.all(out == images[:, :, ::-1], axis=(1, 2, 3))
+    >>> bool(jnp.all(kept != flipped))    # each example: itself or its mirror
+    True
 
   Reference: torchvision's ``transforms.RandomApply`` (which decides once per
   call; here, per example); Chen et al., *A Simple Framework for Contrastive

@@ -47,7 +47,13 @@ def random_crop(images: Any, *, key: Any, padding: int = 4, mode: str = "constan
     The cropped images, same shape and dtype.
 
   Example:
-    >>> out = aug.random_crop(images, key=jax.random.key(0), padding=4)
+    >>> import jopt.augment as aug
+    >>> images = jax.random.uniform(jax.random.key(0), (4, 8, 8, 3))
+    >>> out = aug.random_crop(images, key=jax.random.key(1), padding=4)
+    >>> out.shape, out.dtype
+    ((4, 8, 8, 3), dtype('float32'))
+    >>> bool(jnp.array_equal(aug.random_crop(images, key=jax.random.key(1), padding=0), images))
+    True
 
   Reference: torchvision's ``RandomCrop(size, padding)``; He et al., *Deep
   Residual Learning for Image Recognition*, CVPR 2016 (the CIFAR-10 setup).
@@ -86,9 +92,9 @@ def sample_crop_boxes(keys: jax.Array, height: int, width: int, scale: tuple[Any
     # the fallback: the whole image, or its center with the aspect clamped into ratio
     in_ratio = width / height
     if in_ratio < ratio[0]:
-      fw, fh = width, int(round(width / ratio[0]))
+      fw, fh = width, max(1, int(round(width / ratio[0])))  # >= 1: a 0-pixel box is 0/0
     elif in_ratio > ratio[1]:
-      fw, fh = int(round(height * ratio[1])), height
+      fw, fh = max(1, int(round(height * ratio[1]))), height
     else:
       fw, fh = width, height
     found = ok.any()
@@ -174,7 +180,17 @@ def random_resized_crop(images: Any, *, key: Any, size: Any, scale: Any = (0.08,
     Images of shape ``(N, size_h, size_w, C)`` and the input dtype.
 
   Example:
-    >>> out = aug.random_resized_crop(images, key=jax.random.key(0), size=224)
+    >>> import jopt.augment as aug
+    >>> images = jax.random.uniform(jax.random.key(0), (4, 8, 8, 3))
+    >>> crop = jax.jit(aug.random_resized_crop, static_argnames=("size", "scale", "ratio"))
+    >>> out = crop(images, key=jax.random.key(1), size=4)
+    >>> out.shape, out.dtype
+    ((4, 4, 4, 3), dtype('float32'))
+    >>> bool((out.min() >= images.min()) & (out.max() <= images.max()))  # convex weights
+    True
+    >>> whole = crop(images, key=jax.random.key(1), size=8, scale=(1.0, 1.0), ratio=(1.0, 1.0))
+    >>> bool(jnp.array_equal(whole, images))   # the whole image, resized to its own size
+    True
 
   Reference: Szegedy et al., *Going Deeper with Convolutions*, CVPR 2015 (the
   box distribution); torchvision's ``RandomResizedCrop`` (matched: same box

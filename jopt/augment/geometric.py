@@ -40,7 +40,17 @@ def random_flip_left_right(images: Any, *, key: Any, p: Any = 0.5) -> jax.Array:
     The images, each flipped or not.
 
   Example:
-    >>> out = aug.random_flip_left_right(images, key=jax.random.key(0))
+    >>> import jopt.augment as aug
+    >>> images = jax.random.uniform(jax.random.key(0), (4, 8, 8, 3))
+    >>> out = aug.random_flip_left_right(images, key=jax.random.key(1))
+    >>> out.shape, out.dtype
+    ((4, 8, 8, 3), dtype('float32'))
+    >>> back = aug.random_flip_left_right(out, key=jax.random.key(1))  # same key, same flips
+    >>> bool(jnp.array_equal(back, images))
+    True
+    >>> always = aug.random_flip_left_right(images, key=jax.random.key(1), p=1.0)
+    >>> bool(jnp.array_equal(always, images[:, :, ::-1]))
+    True
 
   Reference: torchvision's ``RandomHorizontalFlip``; dm-pix's ``random_flip_left_right``.
   """
@@ -69,7 +79,17 @@ def random_flip_up_down(images: Any, *, key: Any, p: Any = 0.5) -> jax.Array:
     The images, each flipped or not.
 
   Example:
-    >>> out = aug.random_flip_up_down(images, key=jax.random.key(0), p=0.5)
+    >>> import jopt.augment as aug
+    >>> images = jax.random.uniform(jax.random.key(0), (4, 8, 8, 3))
+    >>> out = aug.random_flip_up_down(images, key=jax.random.key(1), p=0.5)
+    >>> out.shape, out.dtype
+    ((4, 8, 8, 3), dtype('float32'))
+    >>> back = aug.random_flip_up_down(out, key=jax.random.key(1), p=0.5)  # same flips again
+    >>> bool(jnp.array_equal(back, images))
+    True
+    >>> always = aug.random_flip_up_down(images, key=jax.random.key(1), p=1.0)
+    >>> bool(jnp.array_equal(always, images[:, ::-1]))
+    True
 
   Reference: torchvision's ``RandomVerticalFlip``; dm-pix's ``random_flip_up_down``.
   """
@@ -210,8 +230,17 @@ def random_affine(images: Any, *, key: Any, degrees: Any = 0.0, translate: Any =
     The warped images, same shape and dtype.
 
   Example:
-    >>> out = aug.random_affine(images, key=jax.random.key(0), degrees=15,
-    ...                         translate=(0.1, 0.1), scale=(0.9, 1.1), shear=10)
+    >>> import jopt.augment as aug
+    >>> images = jax.random.uniform(jax.random.key(0), (4, 8, 8, 3))
+    >>> warp = jax.jit(aug.random_affine,
+    ...                static_argnames=("degrees", "translate", "scale", "shear"))
+    >>> out = warp(images, key=jax.random.key(1), degrees=15, translate=(0.1, 0.1),
+    ...            scale=(0.9, 1.1), shear=10)
+    >>> out.shape, out.dtype
+    ((4, 8, 8, 3), dtype('float32'))
+    >>> quarter = warp(images, key=jax.random.key(1), degrees=(90, 90))
+    >>> bool(jnp.allclose(quarter, jnp.rot90(images, axes=(1, 2)), atol=1e-6))  # counter-clockwise
+    True
 
   Reference: torchvision's ``RandomAffine`` (same parameter ranges and
   integer translations; its angle is clockwise-positive, ours

@@ -25,7 +25,7 @@ def _check_labels(op: str, labels: Any, n: int) -> jax.Array:
   if not (hasattr(labels, "dtype") and hasattr(labels, "shape")):
     labels = jnp.asarray(labels)
   if not jnp.issubdtype(labels.dtype, jnp.floating):
-    raise ValueError(
+    raise TypeError(
         f"{op}: labels has dtype {labels.dtype}, but mixing needs one-hot or soft"
         " float labels of shape (N, K); pass jax.nn.one_hot(labels, num_classes).")
   if labels.ndim != 2 or labels.shape[0] != n:
@@ -96,8 +96,17 @@ def mixup(images: Any, labels: Any, *, key: Any, alpha: Any = 1.0,
     ``(images, labels)``, mixed.
 
   Example:
-    >>> x, y = aug.mixup(images, jax.nn.one_hot(classes, 10), key=jax.random.key(0),
-    ...                  alpha=0.2)
+    >>> import jopt.augment as aug
+    >>> images = jax.random.uniform(jax.random.key(0), (4, 8, 8, 3))
+    >>> classes = jnp.array([3, 1, 4, 1])
+    >>> mix = jax.jit(aug.mixup, static_argnames="alpha")
+    >>> x, y = mix(images, jax.nn.one_hot(classes, 10), key=jax.random.key(1), alpha=0.2)
+    >>> x.shape, y.shape
+    ((4, 8, 8, 3), (4, 10))
+    >>> bool(jnp.allclose(y.sum(axis=1), 1.0))          # mixed labels still sum to one
+    True
+    >>> bool(jnp.allclose(x.mean(axis=0), images.mean(axis=0), atol=1e-6))  # batch mean kept
+    True
 
   Reference: Zhang et al., *mixup: Beyond Empirical Risk Minimization*, ICLR 2018.
   """
@@ -154,7 +163,15 @@ def cutmix(images: Any, labels: Any, *, key: Any, alpha: Any = 1.0,
     ``(images, labels)``, mixed.
 
   Example:
-    >>> x, y = aug.cutmix(images, jax.nn.one_hot(classes, 10), key=jax.random.key(0))
+    >>> import jopt.augment as aug
+    >>> images = jnp.arange(4.0)[:, None, None, None] * jnp.ones((4, 8, 8, 3))  # image n is n
+    >>> labels = jax.nn.one_hot(jnp.arange(4), 4)
+    >>> x, y = jax.jit(aug.cutmix)(images, labels, key=jax.random.key(1))
+    >>> x.shape, y.shape
+    ((4, 8, 8, 3), (4, 4))
+    >>> own = (x == images).mean(axis=(1, 2, 3))   # the share of each example's own pixels
+    >>> bool(jnp.allclose(own, jnp.diag(y)))         # is its own label's weight
+    True
 
   Reference: Yun et al., *CutMix: Regularization Strategy to Train Strong
   Classifiers with Localizable Features*, ICCV 2019.

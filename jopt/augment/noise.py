@@ -39,7 +39,13 @@ def gaussian_noise(images: Any, *, key: Any, std: Any) -> jax.Array:
     The noisy images, same shape and dtype.
 
   Example:
-    >>> out = aug.gaussian_noise(images, key=jax.random.key(0), std=0.05)
+    >>> import jopt.augment as aug
+    >>> gray = jnp.full((4, 8, 8, 3), 0.5)
+    >>> out = aug.gaussian_noise(gray, key=jax.random.key(1), std=0.05)
+    >>> round(float(jnp.std(out - gray)), 2)     # the sample std of 768 draws
+    0.05
+    >>> bool(jnp.array_equal(aug.gaussian_noise(gray, key=jax.random.key(1), std=0.0), gray))
+    True
 
   Reference: torchvision's ``GaussianNoise(mean=0, sigma, clip=True)``.
   """
@@ -103,7 +109,12 @@ def cutout(images: Any, *, key: Any, size: int, fill: Any = 0.0, p: Any = 1.0) -
     The images with their squares, same shape and dtype.
 
   Example:
-    >>> out = aug.cutout(images, key=jax.random.key(0), size=16)
+    >>> import jopt.augment as aug
+    >>> ones = jnp.ones((4, 8, 8, 1))
+    >>> out = aug.cutout(ones, key=jax.random.key(1), size=4)
+    >>> blanked = (out == 0).sum(axis=(1, 2, 3))  # 4 x 4 = 16, fewer where it leaves the image
+    >>> bool(jnp.all((blanked > 0) & (blanked <= 16)))
+    True
 
   Reference: DeVries & Taylor, *Improved Regularization of Convolutional
   Neural Networks with Cutout*, 2017. Departure: their code spans
@@ -163,7 +174,15 @@ def random_erasing(images: Any, *, key: Any, p: Any = 0.5, scale: Any = (0.02, 0
     The erased images, same shape and dtype.
 
   Example:
-    >>> out = aug.random_erasing(images, key=jax.random.key(0), p=0.5)
+    >>> import jopt.augment as aug
+    >>> ones = jnp.ones((4, 8, 8, 1))
+    >>> out = aug.random_erasing(ones, key=jax.random.key(1), p=1.0)
+    >>> hole = out[..., 0] == 0
+    >>> rows, cols = hole.any(axis=2).sum(axis=1), hole.any(axis=1).sum(axis=1)
+    >>> bool(jnp.all(hole.sum(axis=(1, 2)) == rows * cols))   # each hole is one rectangle
+    True
+    >>> bool(jnp.array_equal(aug.random_erasing(ones, key=jax.random.key(1), p=0.0), ones))
+    True
 
   Reference: Zhong et al., *Random Erasing Data Augmentation*, AAAI 2020;
   torchvision's ``RandomErasing`` (same box rule and defaults).

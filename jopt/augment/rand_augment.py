@@ -125,8 +125,15 @@ def rand_augment(num_ops: int = 2, magnitude: Any = 9, *, ops: Sequence[str] | N
     in [0, 1], keeping shape and dtype (arithmetic in float32 or float64).
 
   Example:
+    >>> import jopt.augment as aug
     >>> policy = aug.rand_augment(num_ops=2, magnitude=9)
-    >>> out = jax.jit(policy)(images, key=jax.random.key(0))
+    >>> images = jax.random.uniform(jax.random.key(0), (4, 8, 8, 3))
+    >>> out = jax.jit(policy)(images, key=jax.random.key(1))
+    >>> out.shape, out.dtype
+    ((4, 8, 8, 3), dtype('float32'))
+    >>> calm = aug.rand_augment(num_ops=2, magnitude=0, ops=("rotate", "solarize", "brightness"))
+    >>> bool(jnp.array_equal(jax.jit(calm)(images, key=jax.random.key(1)), images))  # magnitude 0
+    True
 
   Reference: Cubuk et al., *RandAugment: Practical Automated Data
   Augmentation with a Reduced Search Space*, NeurIPS 2020; torchvision's

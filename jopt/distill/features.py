@@ -120,6 +120,8 @@ def hint_loss(student_features: Any, teacher_features: Any, projection: Any, *,
     >>> loss = jopt.distill.hint_loss(s, t, proj)   # a 1x1 conv from 8 to 16 channels
     >>> loss.shape
     ()
+    >>> float(jopt.distill.hint_loss(t, t, None))     # no regressor: equal features give 0
+    0.0
 
   Reference: Romero et al., *FitNets: Hints for Thin Deep Nets*, ICLR 2015,
   section 2.2 (hint-based training, the hint loss).

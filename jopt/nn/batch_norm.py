@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jopt._core.finite import check_axis_name
 from jopt._core.tree import unwrap_variables
 from jopt._core.validate import check_choice, check_range, is_concrete
 from jopt.nn._common import (affine, check_float, check_param, check_train, moments,
@@ -59,11 +60,13 @@ def batch_norm_stats(num_features: int, dtype: Any = jnp.float32) -> BatchNormSt
   Reference: the initial ``running_mean`` / ``running_var`` of
   ``torch.nn.BatchNorm1d`` and the ``mean`` / ``var`` of ``flax.nnx.BatchNorm``.
   """
-  if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features < 1:
+  if isinstance(num_features, bool) or not isinstance(num_features, int):
+    raise TypeError(f"batch_norm_stats: num_features={num_features!r} must be an int >= 1.")
+  if num_features < 1:
     raise ValueError(f"batch_norm_stats: num_features={num_features!r} must be an int >= 1.")
   dtype = jnp.dtype(dtype)
   if not jnp.issubdtype(dtype, jnp.floating):
-    raise ValueError(f"batch_norm_stats: dtype={dtype} must be a real floating dtype.")
+    raise TypeError(f"batch_norm_stats: dtype={dtype} must be a real floating dtype.")
   return BatchNormStats(mean=jnp.zeros((num_features,), dtype),
                         var=jnp.ones((num_features,), dtype))
 
@@ -229,6 +232,7 @@ def batch_norm(
   scale = check_param(where, "scale", scale, (c,), what)
   bias = check_param(where, "bias", bias, (c,), what)
   check_choice("running_var", running_var, ("unbiased", "biased"), where)
+  axis_name = check_axis_name(axis_name, where)
   w_old, w_batch = _ema_weights(where, momentum, decay)
   if is_concrete(eps):
     check_range("eps", eps, 0.0, where=where)

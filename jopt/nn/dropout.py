@@ -203,8 +203,10 @@ def drop_path(x: Any, rate: Any, *, key: Any, train: bool = True) -> jax.Array:
   Example:
     >>> x, branch = jnp.ones((4, 8)), jnp.full((4, 8), 0.5)
     >>> h = x + jopt.nn.drop_path(branch, 0.25, key=jax.random.key(0))
-    >>> h.shape
-    (4, 8)
+    >>> h.shape, bool(jnp.all(h == h[:, :1]))   # each example's branch: all kept or all dropped
+    ((4, 8), True)
+    >>> bool(jnp.all((h == 1.0) | jnp.isclose(h, 1.0 + 0.5 / 0.75)))   # dropped, or 0.5 / (1 - p)
+    True
 
   Reference: Huang et al., *Deep Networks with Stochastic Depth*, ECCV 2016.
   The paper scales the branch by :math:`1-p` at test time; this follows the

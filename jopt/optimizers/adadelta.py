@@ -16,7 +16,8 @@ __all__ = ["adadelta", "AdadeltaState"]
 AdadeltaState = state_class(
     "AdadeltaState", ("e_g", "e_x"),
     "State of jopt.adadelta (optax's field names): count, hyperparams, e_g (mean"
-    " of |g|^2), e_x (mean of |step|^2); both real-valued also for complex parameters.")
+    " of :math:`|g|^2`), e_x (mean of :math:`|\\Delta|^2`); both real-valued also for"
+    " complex parameters.")
 
 
 def _adadelta_rule(decay: bool):
@@ -90,9 +91,14 @@ def adadelta(
     An ``optax.GradientTransformationExtraArgs`` with state :class:`AdadeltaState`.
 
   Example:
+    >>> params = {"w": jnp.array([1.0, -2.0])}
+    >>> grads = {"w": jnp.array([0.5, -1.0])}
     >>> tx = jopt.adadelta(1.0, rho=0.95)
     >>> state = tx.init(params)
     >>> updates, state = tx.update(grads, state)
+    >>> # E[g^2]_1 = 0.05 g^2, E[Delta^2]_0 = 0: the first step is about sqrt(1e-6 / 0.05) = 0.0045
+    >>> print(np.asarray(updates["w"]).round(4))
+    [-0.0045  0.0045]
 
   Reference: Zeiler, *ADADELTA: An Adaptive Learning Rate Method*, arXiv:1212.5701, 2012.
   """

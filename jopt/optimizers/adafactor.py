@@ -21,8 +21,8 @@ AdafactorState = state_class(
     "State of jopt.adafactor (optax's field names): count, hyperparams, and per"
     " parameter either the factored statistics v_row (mean over the largest axis)"
     " and v_col (mean over the second largest axis) or the full second moment v;"
-    " the unused slots hold one-element placeholders. The statistics are of |g|^2 + eps,"
-    " real-valued also for complex parameters.")
+    " the unused slots hold one-element placeholders. The statistics are of"
+    " :math:`|g|^2 + \\epsilon`, real-valued also for complex parameters.")
 AdafactorMomentumState = state_class(
     "AdafactorMomentumState", ("v_row", "v_col", "v", "ema"),
     "State of jopt.adafactor with momentum: as AdafactorState, plus ema (the"
@@ -59,7 +59,7 @@ def _empty(p: jax.Array, dtype: Any) -> jax.Array:
 
 
 def _slot_inits(factored: bool, min_dim: int, nu_dtype: Any):
-  slot_zeros(nu_dtype)  # validates nu_dtype
+  slot_zeros(nu_dtype, "adafactor: nu_dtype")  # validates nu_dtype
 
   def reduced(axis):
     def init(p):
@@ -226,9 +226,16 @@ def adafactor(
     when ``multiply_by_parameter_scale`` or ``weight_decay_rate`` is set.
 
   Example:
+    >>> params = {"w": jnp.full((256, 128), 2.0)}
+    >>> grads = {"w": jnp.full((256, 128), 0.5)}
     >>> tx = jopt.adafactor(1e-2)
-    >>> state = tx.init(params)   # a (1024, 512) weight keeps 1024 + 512 statistics
+    >>> state = tx.init(params)   # a (256, 128) weight keeps 128 + 256 statistics
+    >>> print(state.v_row["w"].shape, state.v_col["w"].shape)
+    (128,) (256,)
     >>> updates, state = tx.update(grads, state, params)
+    >>> # beta_1 = 0, v_hat = g^2, a = g / |g| = 1 (RMS 1, not clipped), times RMS(params) = 2
+    >>> print(np.unique(np.asarray(updates["w"]).round(4)))
+    [-0.02]
 
   Reference: Shazeer & Stern, *Adafactor: Adaptive Learning Rates with Sublinear
   Memory Cost*, ICML 2018.

@@ -6,6 +6,7 @@ from typing import Any
 
 import jax.numpy as jnp
 
+from jopt._core import validate
 from jopt._core.hyperparams import HyperSpec, ScalarOrSchedule, state_class
 from jopt._core.leafwise import leafwise
 from jopt.optimizers._complex import abs_sq, scale
@@ -16,7 +17,7 @@ __all__ = ["adagrad", "AdagradState"]
 AdagradState = state_class(
     "AdagradState", ("sum_of_squares",),
     "State of jopt.adagrad (optax's field name): count, hyperparams, sum_of_squares"
-    " (the accumulator G of |g|^2, real-valued also for complex parameters).")
+    " (the accumulator G of :math:`|g|^2`, real-valued also for complex parameters).")
 
 
 def _adagrad_rule(eps_in_sqrt: bool):
@@ -83,13 +84,21 @@ def adagrad(
     An ``optax.GradientTransformationExtraArgs`` with state :class:`AdagradState`.
 
   Example:
+    >>> params = {"w": jnp.array([1.0, -2.0])}
+    >>> grads = {"w": jnp.array([0.5, -1.0])}
     >>> tx = jopt.adagrad(0.1)
     >>> state = tx.init(params)
     >>> updates, state = tx.update(grads, state)
+    >>> print(state.sum_of_squares["w"])   # G_1 = 0.1 + g^2
+    [0.35 1.1 ]
+    >>> # -0.1 * g / sqrt(G_1 + 1e-7): -0.05 / sqrt(0.35) and 0.1 / sqrt(1.1)
+    >>> print(np.asarray(updates["w"]).round(4))
+    [-0.0845  0.0953]
 
   Reference: Duchi, Hazan & Singer, *Adaptive Subgradient Methods for Online
   Learning and Stochastic Optimization*, JMLR 2011.
   """
+  validate.check_flag("adagrad: ", eps_in_sqrt=eps_in_sqrt)
   g0 = init_value("initial_accumulator_value", initial_accumulator_value, "adagrad: ")
   hyper = HyperSpec("adagrad", learning_rate=learning_rate, eps=eps, lr_decay=lr_decay)
   return leafwise("adagrad", AdagradState, hyper,

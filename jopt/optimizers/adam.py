@@ -6,6 +6,7 @@ from typing import Any
 
 import jax.numpy as jnp
 
+from jopt._core import validate
 from jopt._core.hyperparams import HyperSpec, ScalarOrSchedule, state_class
 from jopt._core.leafwise import leafwise, slot_zeros
 from jopt.optimizers._complex import abs_sq, divide, re, real, scale
@@ -15,8 +16,8 @@ __all__ = ["adam", "adamw", "nadam", "nadamw", "AdamState"]
 AdamState = state_class(
     "AdamState", ("mu", "nu"),
     "State of jopt.adam, adamw, nadam and nadamw (optax's field names): count,"
-    " hyperparams, mu (first moment, in mu_dtype) and nu (second moment of |g|,"
-    " in nu_dtype; real-valued also for complex parameters).")
+    " hyperparams, mu (first moment, in mu_dtype) and nu (second moment of"
+    " :math:`|g|`, in nu_dtype; real-valued also for complex parameters).")
 
 
 def _adam_scalars(h):
@@ -81,6 +82,7 @@ def _adam_rule(nesterov: bool, decoupled: bool):
 
 def _build(name, learning_rate, b1, b2, eps, eps_root, mu_dtype, nu_dtype, nesterov,
            weight_decay=None, mask=None):
+  validate.check_flag(f"{name}: ", nesterov=nesterov)
   values = dict(learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, eps_root=eps_root)
   decoupled = weight_decay is not None
   if decoupled:
@@ -89,7 +91,8 @@ def _build(name, learning_rate, b1, b2, eps, eps_root, mu_dtype, nu_dtype, neste
       name,
       AdamState,
       HyperSpec(name, **values),
-      {"mu": slot_zeros(mu_dtype), "nu": slot_zeros(nu_dtype)},
+      {"mu": slot_zeros(mu_dtype, f"{name}: mu_dtype"),
+       "nu": slot_zeros(nu_dtype, f"{name}: nu_dtype")},
       _adam_rule(nesterov, decoupled),
       needs_params=decoupled,
       scalars=_adam_scalars,
@@ -140,9 +143,14 @@ def adam(
     An ``optax.GradientTransformationExtraArgs`` with state :class:`AdamState`.
 
   Example:
-    >>> tx = jopt.adam(1e-3)
+    >>> params = {"w": jnp.array([1.0, -2.0])}
+    >>> grads = {"w": jnp.array([0.5, -1.0])}
+    >>> tx = jopt.adam(0.1)
     >>> state = tx.init(params)
     >>> updates, state = tx.update(grads, state)
+    >>> # step 1: m_hat = g and v_hat = g^2, so the update is -lr * sign(g)
+    >>> print(np.asarray(updates["w"]).round(4))
+    [-0.1  0.1]
 
   Reference: Kingma & Ba, *Adam: A Method for Stochastic Optimization*, ICLR 2015.
   """
@@ -172,7 +180,14 @@ def nadam(
   Args: as :func:`adam`.
 
   Example:
-    >>> tx = jopt.nadam(1e-3)
+    >>> params = {"w": jnp.array([1.0, -2.0])}
+    >>> grads = {"w": jnp.array([0.5, -1.0])}
+    >>> tx = jopt.nadam(0.1)
+    >>> state = tx.init(params)
+    >>> updates, state = tx.update(grads, state)
+    >>> # step 1: m_hat = (0.9 * 0.1 / 0.19 + 1) g = 1.4737 g and v_hat = g^2
+    >>> print(np.asarray(updates["w"]).round(4))
+    [-0.1474  0.1474]
 
   Reference: Dozat, *Incorporating Nesterov Momentum into Adam*, ICLR workshop 2016.
   """
@@ -212,8 +227,13 @@ def adamw(
     An ``optax.GradientTransformationExtraArgs``; ``update`` needs ``params``.
 
   Example:
-    >>> tx = jopt.adamw(1e-3, weight_decay=1e-2)
+    >>> params = {"w": jnp.array([1.0, -2.0])}
+    >>> grads = {"w": jnp.array([0.5, -1.0])}
+    >>> tx = jopt.adamw(0.1, weight_decay=0.1)
+    >>> state = tx.init(params)
     >>> updates, state = tx.update(grads, state, params)
+    >>> print(np.asarray(updates["w"]).round(4))   # -0.1 * (sign(g) + 0.1 * params)
+    [-0.11  0.12]
 
   Reference: Loshchilov & Hutter, *Decoupled Weight Decay Regularization*, ICLR 2019.
   """
@@ -243,7 +263,13 @@ def nadamw(
   Args: as :func:`adamw`.
 
   Example:
-    >>> tx = jopt.nadamw(1e-3, weight_decay=1e-2)
+    >>> params = {"w": jnp.array([1.0, -2.0])}
+    >>> grads = {"w": jnp.array([0.5, -1.0])}
+    >>> tx = jopt.nadamw(0.1, weight_decay=0.1)
+    >>> state = tx.init(params)
+    >>> updates, state = tx.update(grads, state, params)
+    >>> print(np.asarray(updates["w"]).round(4))   # -0.1 * (1.4737 sign(g) + 0.1 * params)
+    [-0.1574  0.1674]
 
   Reference: Dozat 2016; Loshchilov & Hutter 2019.
   """

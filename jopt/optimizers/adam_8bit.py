@@ -8,6 +8,7 @@ import jax.numpy as jnp
 from jax.experimental.shard_alike import shard_alike
 
 from jopt._core.blockwise import dequantize, num_blocks, quantize, zero_code
+from jopt._core import validate
 from jopt._core.hyperparams import HyperSpec, ScalarOrSchedule, state_class
 from jopt._core.leafwise import leafwise, param_like
 from jopt._core.slots import register_zero_codes
@@ -27,8 +28,10 @@ register_zero_codes(Adam8bitState, {"mu": zero_code(True), "nu": zero_code(False
 
 
 def _check_block_size(block_size: Any, where: str) -> None:
-  if (isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1
-      or block_size & (block_size - 1)):
+  if isinstance(block_size, bool) or not isinstance(block_size, int):
+    raise TypeError(f"{where}block_size={block_size!r} must be a positive power of two"
+                    " (e.g. 256, 2048); pass an int.")
+  if block_size < 1 or block_size & (block_size - 1):
     raise ValueError(f"{where}block_size={block_size!r} must be a positive power of two"
                      " (e.g. 256, 2048).")
 
@@ -37,7 +40,10 @@ def _build(name, learning_rate, b1, b2, eps, eps_root, weight_decay, mask, neste
            block_size, min_8bit_size):
   where = f"{name}: "
   _check_block_size(block_size, where)
-  if isinstance(min_8bit_size, bool) or not isinstance(min_8bit_size, int) or min_8bit_size < 0:
+  validate.check_flag(where, nesterov=nesterov)
+  if isinstance(min_8bit_size, bool) or not isinstance(min_8bit_size, int):
+    raise TypeError(f"{where}min_8bit_size={min_8bit_size!r} must be an integer >= 0.")
+  if min_8bit_size < 0:
     raise ValueError(f"{where}min_8bit_size={min_8bit_size!r} must be an integer >= 0.")
   values = dict(learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, eps_root=eps_root)
   decoupled = weight_decay is not None
@@ -140,8 +146,17 @@ def adam_8bit(
     An ``optax.GradientTransformationExtraArgs`` with state :class:`Adam8bitState`.
 
   Example:
-    >>> tx = jopt.adam_8bit(1e-3)
+    >>> params = {"w": jnp.ones((64, 64))}   # 4096 entries: two blocks of 2048
+    >>> grads = {"w": jnp.full((64, 64), 0.5)}
+    >>> tx = jopt.adam_8bit(0.1)
     >>> state = tx.init(params)   # uint8 codes + per-block float32 scales
+    >>> print(state.mu["w"].dtype, state.mu["w"].shape, state.mu_scale["w"].shape)
+    uint8 (64, 64) (2,)
+    >>> updates, state = tx.update(grads, state)
+    >>> print(np.unique(np.asarray(updates["w"]).round(4)))   # step 1 as jopt.adam: -lr * sign(g)
+    [-0.1]
+    >>> print(np.asarray(state.mu_scale["w"]).round(4))   # each block's absmax of m_1 = 0.1 g
+    [0.05 0.05]
 
   Reference: Dettmers, Lewis, Shleifer & Zettlemoyer, *8-bit Optimizers via
   Block-wise Quantization*, ICLR 2022.
@@ -175,7 +190,15 @@ def adamw_8bit(
     block_size, min_8bit_size: as :func:`adam_8bit`.
 
   Example:
-    >>> tx = jopt.adamw_8bit(1e-3, weight_decay=1e-2)
+    >>> params = {"w": jnp.ones((64, 64)), "b": jnp.zeros(4)}
+    >>> grads = {"w": jnp.full((64, 64), 0.5), "b": jnp.ones(4)}
+    >>> tx = jopt.adamw_8bit(0.1, weight_decay=1e-2)
+    >>> state = tx.init(params)
+    >>> print(state.nu["w"].dtype, state.nu["b"].dtype)   # "b" is below min_8bit_size
+    uint8 float32
+    >>> updates, state = tx.update(grads, state, params)
+    >>> print(np.unique(np.asarray(updates["w"]).round(4)))   # -0.1 * (sign(g) + 0.01 * 1.0)
+    [-0.101]
 
   Reference: Dettmers et al., ICLR 2022; Loshchilov & Hutter, ICLR 2019.
   """

@@ -6,6 +6,7 @@ from typing import Any
 
 import jax.numpy as jnp
 
+from jopt._core import validate
 from jopt._core.hyperparams import HyperSpec, ScalarOrSchedule, state_class
 from jopt._core.leafwise import leafwise
 from jopt.optimizers._complex import divide, real
@@ -16,7 +17,8 @@ __all__ = ["adamax", "AdamaxState"]
 AdamaxState = state_class(
     "AdamaxState", ("mu", "nu"),
     "State of jopt.adamax (optax's field names): count, hyperparams, mu (first"
-    " moment), nu (decayed maximum of |g|, real-valued also for complex parameters).")
+    " moment), nu (decayed maximum of :math:`|g|`, real-valued also for complex"
+    " parameters).")
 
 
 def _scalars(h):
@@ -86,13 +88,21 @@ def adamax(
     An ``optax.GradientTransformationExtraArgs`` with state :class:`AdamaxState`.
 
   Example:
+    >>> params = {"w": jnp.array([1.0, -2.0])}
+    >>> grads = {"w": jnp.array([0.5, -1.0])}
     >>> tx = jopt.adamax(2e-3)
     >>> state = tx.init(params)
     >>> updates, state = tx.update(grads, state)
+    >>> print(state.nu["w"])   # v_1 = max(0, |g| + eps)
+    [0.5 1. ]
+    >>> # m_1 / (1 - 0.9) = g, so the first step is -lr * g / |g|
+    >>> print(np.asarray(updates["w"]).round(4))
+    [-0.002  0.002]
 
   Reference: Kingma & Ba, *Adam: A Method for Stochastic Optimization*, ICLR 2015,
   section 7.1.
   """
+  validate.check_flag("adamax: ", eps_in_max=eps_in_max)
   hyper = HyperSpec("adamax", learning_rate=learning_rate, b1=b1, b2=b2, eps=eps)
   mu_slot = dtype_slot("mu_dtype", mu_dtype, "adamax: ")
   nu_slot = dtype_slot("nu_dtype", nu_dtype, "adamax: ")

@@ -6,6 +6,7 @@ from typing import Any
 
 import jax.numpy as jnp
 
+from jopt._core import validate
 from jopt._core.hyperparams import HyperSpec, ScalarOrSchedule, state_class
 from jopt._core.leafwise import leafwise
 from jopt.optimizers._complex import divide, real
@@ -89,12 +90,21 @@ def amsgrad(
     An ``optax.GradientTransformationExtraArgs`` with state :class:`AmsgradState`.
 
   Example:
-    >>> tx = jopt.amsgrad(1e-3)
+    >>> params = {"w": jnp.array([1.0, -2.0])}
+    >>> grads = {"w": jnp.array([0.5, -1.0])}
+    >>> tx = jopt.amsgrad(0.1)
     >>> state = tx.init(params)
     >>> updates, state = tx.update(grads, state)
+    >>> print(np.asarray(state.nu_max["w"]).round(4))   # v_bar_1 = v_hat_1 = g^2
+    [0.25 1.  ]
+    >>> updates, state = tx.update({"w": jnp.array([0.5, -0.1])}, state)
+    >>> print(np.asarray(state.nu_max["w"]).round(4))   # the maximum keeps 1.0 for the second entry
+    [0.25 1.  ]
 
   Reference: Reddi, Kale & Kumar, *On the Convergence of Adam and Beyond*, ICLR 2018.
   """
+  validate.check_flag("amsgrad: ", bias_correction_mu=bias_correction_mu,
+                      bias_correction_nu=bias_correction_nu)
   hyper = HyperSpec("amsgrad", learning_rate=learning_rate, b1=b1, b2=b2, eps=eps,
                     eps_root=eps_root)
   mu_slot = dtype_slot("mu_dtype", mu_dtype, "amsgrad: ")

@@ -76,8 +76,16 @@ def lamb(
     ``update`` needs ``params``.
 
   Example:
+    >>> params = {"w": jnp.array([1.0, -2.0])}
+    >>> grads = {"w": jnp.array([0.5, -1.0])}
     >>> tx = jopt.lamb(1e-3, weight_decay=1e-2)
+    >>> state = tx.init(params)
     >>> updates, state = tx.update(grads, state, params)
+    >>> # r_1 = sign(g) + 0.01 * params = [1.01, -1.02], rescaled to norm 1e-3 * ||params||
+    >>> print(np.asarray(updates["w"]).round(6))
+    [-0.001573  0.001589]
+    >>> print(round(float(optax.tree.norm(updates) / optax.tree.norm(params)), 6))
+    0.001
 
   Reference: You et al., *Large Batch Optimization for Deep Learning: Training
   BERT in 76 minutes*, ICLR 2020.
@@ -85,6 +93,7 @@ def lamb(
   hyper = HyperSpec("lamb", learning_rate=learning_rate, b1=b1, b2=b2, eps=eps,
                     eps_root=eps_root, weight_decay=weight_decay)
   return leafwise("lamb", LambState, hyper,
-                  {"mu": slot_zeros(mu_dtype), "nu": slot_zeros(nu_dtype)},
+                  {"mu": slot_zeros(mu_dtype, "lamb: mu_dtype"),
+                   "nu": slot_zeros(nu_dtype, "lamb: nu_dtype")},
                   _lamb_step, needs_params=True, scalars=_adam_scalars,
                   masks={"decay": mask})

@@ -7,6 +7,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from jopt._core import validate
 from jopt._core.hyperparams import HyperSpec, ScalarOrSchedule, state_class
 from jopt._core.leafwise import leafwise, slot_zeros
 from jopt.optimizers._complex import abs_sq, real, scale
@@ -106,14 +107,22 @@ def lars(
     ``update`` needs ``params``.
 
   Example:
+    >>> params = {"w": jnp.array([1.0, -2.0])}
+    >>> grads = {"w": jnp.array([0.5, -1.0])}
     >>> tx = jopt.lars(1.0, weight_decay=1e-4)
+    >>> state = tx.init(params)
     >>> updates, state = tx.update(grads, state, params)
+    >>> # d_1 = g + 1e-4 * params, r_1 = 0.001 * ||params|| / ||d_1||:
+    >>> # a step of norm about 0.001 * ||params||, along d_1
+    >>> print(np.asarray(updates["w"]).round(4))
+    [-0.001  0.002]
 
   Reference: You, Gitman & Ginsburg, *Large Batch Training of Convolutional
   Networks*, 2017 (arXiv:1708.03888).
   """
+  validate.check_flag("lars: ", nesterov=nesterov)
   hyper = HyperSpec("lars", learning_rate=learning_rate, weight_decay=weight_decay,
                     trust_coefficient=trust_coefficient, eps=eps, momentum=momentum)
-  return leafwise("lars", LarsState, hyper, {"trace": slot_zeros(mu_dtype)},
+  return leafwise("lars", LarsState, hyper, {"trace": slot_zeros(mu_dtype, "lars: mu_dtype")},
                   _lars_rule(bool(nesterov)), needs_params=True,
                   masks={"decay": weight_decay_mask, "trust": trust_ratio_mask})

@@ -64,13 +64,17 @@ def lion(
     ``update`` needs ``params``.
 
   Example:
+    >>> params = {"w": jnp.array([1.0, -2.0])}
+    >>> grads = {"w": jnp.array([0.5, -1.0])}
     >>> tx = jopt.lion(3e-4, weight_decay=1e-2)
     >>> state = tx.init(params)
     >>> updates, state = tx.update(grads, state, params)
+    >>> print(np.asarray(updates["w"]).round(6))   # -3e-4 * (sign(0.1 g) + 0.01 * params)
+    [-0.000303  0.000306]
 
   Reference: Chen et al., *Symbolic Discovery of Optimization Algorithms*, NeurIPS 2023.
   """
   hyper = HyperSpec("lion", learning_rate=learning_rate, b1=b1, b2=b2,
                     weight_decay=weight_decay)
-  return leafwise("lion", LionState, hyper, {"mu": slot_zeros(mu_dtype)}, _lion_step,
+  return leafwise("lion", LionState, hyper, {"mu": slot_zeros(mu_dtype, "lion: mu_dtype")}, _lion_step,
                   needs_params=True, masks={"decay": mask})

@@ -89,7 +89,12 @@ def newton_schulz(x: jax.Array, coeffs: Sequence[Sequence[float]], eps: Any = 1e
     An array of ``x``'s shape and dtype.
 
   Example:
+    >>> from jopt.optimizers.muon import NS_COEFFS_PRESETS, newton_schulz
+    >>> g = jnp.array([[3.0, 0.0], [0.0, 1.0]])
     >>> o = newton_schulz(g, NS_COEFFS_PRESETS["standard"] * 5)
+    >>> # five iterations take the singular values 3 / sqrt(10) to 0.753, 1 / sqrt(10) to 1.134
+    >>> print(np.asarray(jnp.diag(o)).round(3))
+    [0.753 1.134]
 
   Reference: Jordan et al., *Muon: An optimizer for hidden layers in neural
   networks*, 2024; Boissin et al. 2025 (AOL); Grishina et al. 2025 (Schatten-4).
@@ -366,14 +371,29 @@ def muon(
     ``update`` needs ``params``.
 
   Example:
+    >>> params = {"w": jnp.zeros((2, 2)), "b": jnp.zeros(2)}
+    >>> grads = {"w": jnp.array([[3.0, 0.0], [0.0, 1.0]]), "b": jnp.array([0.5, -1.0])}
     >>> tx = jopt.muon(0.02, adam_learning_rate=3e-4)
     >>> state = tx.init(params)   # kernels: Muon; biases, norms, arrays > 2-D: Adam
     >>> updates, state = tx.update(grads, state, params)
-    >>> # embedding (vocab, d) and output head (d, vocab) to Adam, hidden kernels to Muon:
-    >>> params = {"embed": e, "blocks": {"w1": w1, "b1": b1, "w2": w2},
-    ...           "head": {"kernel": k, "bias": b}}
+    >>> # g is diagonal, so is O_1 = NS_5(g / ||g||_F): its singular values 3 / sqrt(10) and
+    >>> # 1 / sqrt(10) go to 0.753 and 1.134, near 1 (see newton_schulz); s = 1 (square W)
+    >>> print(np.asarray(jnp.diag(updates["w"]) / -0.02).round(3))
+    [0.753 1.134]
+    >>> print(np.asarray(updates["b"]).round(6))   # NAdam's first step, -3e-4 * 1.4737 * sign(g)
+    [-0.000442  0.000442]
+
+    Embedding (vocab, d) and output head (d, vocab) to Adam, hidden kernels to
+    Muon (``nu``, Adam's second moment, is a one-element placeholder for Muon's
+    matrices):
+
+    >>> params = {"embed": jnp.ones((8, 4)), "blocks": {"w1": jnp.ones((4, 4)), "b1": jnp.zeros(4)},
+    ...           "head": {"kernel": jnp.ones((4, 8)), "bias": jnp.zeros(8)}}
     >>> tx = jopt.muon(0.02, adam_learning_rate=3e-4,
     ...                adam_mask={"embed": True, "blocks": False, "head": True})
+    >>> state = tx.init(params)
+    >>> jax.tree.map(jnp.shape, state.nu)
+    {'blocks': {'b1': (4,), 'w1': (1,)}, 'embed': (8, 4), 'head': {'bias': (8,), 'kernel': (4, 8)}}
     >>> tx = jopt.muon(0.01, variant="optax")   # optax.contrib.muon's rule
 
   Reference: Jordan et al., *Muon: An optimizer for hidden layers in neural
@@ -414,14 +434,14 @@ def muon(
     values["consistent_rms"] = consistent_rms
   hyper = HyperSpec("muon", **values)
 
-  mu_zeros = slot_zeros(mu_dtype)
+  mu_zeros = slot_zeros(mu_dtype, f"{where}mu_dtype")
 
   def mu_init(p):
     require_real(p, where, "Newton-Schulz orthogonalisation here is for real matrices")
     return mu_zeros(p)
 
   mu_init = param_like(mu_init, same_dtype=mu_dtype is None)
-  nu_full = slot_zeros(nu_dtype)
+  nu_full = slot_zeros(nu_dtype, f"{where}nu_dtype")
 
   def nu_init(p):
     if p.ndim == 2:

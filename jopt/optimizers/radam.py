@@ -18,7 +18,8 @@ __all__ = ["radam", "RadamState"]
 RadamState = state_class(
     "RadamState", ("mu", "nu"),
     "State of jopt.radam (optax's field names): count, hyperparams, mu (first"
-    " moment), nu (second moment of |g|, real-valued also for complex parameters).")
+    " moment), nu (second moment of :math:`|g|`, real-valued also for complex"
+    " parameters).")
 
 _CONVENTIONS = ("optax", "torch")
 
@@ -123,14 +124,20 @@ def radam(
     An ``optax.GradientTransformationExtraArgs`` with state :class:`RadamState`.
 
   Example:
-    >>> tx = jopt.radam(1e-3)
+    >>> params = {"w": jnp.array([1.0, -2.0])}
+    >>> grads = {"w": jnp.array([0.5, -1.0])}
+    >>> tx = jopt.radam(0.1)
     >>> state = tx.init(params)
     >>> updates, state = tx.update(grads, state)
+    >>> # rho_1 = 1999 - 2 * 0.999 / 0.001 = 1 < 5: an SGD-with-momentum step, -lr * m_hat = -lr * g
+    >>> print(np.asarray(updates["w"]).round(4))
+    [-0.05  0.1 ]
 
   Reference: Liu et al., *On the Variance of the Adaptive Learning Rate and
   Beyond*, ICLR 2020.
   """
   validate.check_choice("convention", convention, _CONVENTIONS, "radam: ")
+  validate.check_flag("radam: ", nesterov=nesterov)
   hyper = HyperSpec("radam", learning_rate=learning_rate, b1=b1, b2=b2, eps=eps,
                     eps_root=eps_root, threshold=threshold)
   mu_slot = dtype_slot("mu_dtype", mu_dtype, "radam: ")

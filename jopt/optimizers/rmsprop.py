@@ -6,6 +6,7 @@ from typing import Any
 
 import jax.numpy as jnp
 
+from jopt._core import validate
 from jopt._core.hyperparams import HyperSpec, ScalarOrSchedule, state_class
 from jopt._core.leafwise import leafwise
 from jopt.optimizers._complex import abs_sq, divide, real
@@ -18,8 +19,8 @@ __all__ = ["rmsprop", "RmspropState", "RmspropMomentumState", "CenteredRmspropSt
 # mean), trace (optax.trace, the momentum buffer).
 RmspropState = state_class(
     "RmspropState", ("nu",),
-    "State of jopt.rmsprop: count, hyperparams, nu (mean of |g|^2, real-valued also"
-    " for complex parameters).")
+    "State of jopt.rmsprop: count, hyperparams, nu (mean of :math:`|g|^2`, real-valued"
+    " also for complex parameters).")
 RmspropMomentumState = state_class(
     "RmspropMomentumState", ("nu", "trace"),
     "State of jopt.rmsprop(momentum=...): count, hyperparams, nu, trace (the"
@@ -149,13 +150,20 @@ def rmsprop(
       ``momentum`` (optax ignores it silently).
 
   Example:
+    >>> params = {"w": jnp.array([1.0, -2.0])}
+    >>> grads = {"w": jnp.array([0.5, -1.0])}
     >>> tx = jopt.rmsprop(1e-3, decay=0.99, eps_in_sqrt=False, centered=True, momentum=0.9)
     >>> state = tx.init(params)
     >>> updates, state = tx.update(grads, state)
+    >>> # v_1 = 0.01 g^2, m_1 = 0.01 g: sigma_1 = |g| sqrt(0.01 - 0.0001), s_1 = sign(g) / 0.0995
+    >>> print(np.asarray(updates["w"]).round(5))
+    [-0.01005  0.01005]
 
   Reference: Hinton, *Neural Networks for Machine Learning*, lecture 6e, 2012;
   Graves, *Generating Sequences With Recurrent Neural Networks*, 2013.
   """
+  validate.check_flag("rmsprop: ", eps_in_sqrt=eps_in_sqrt, centered=centered,
+                      nesterov=nesterov, bias_correction=bias_correction)
   if nesterov and momentum is None:
     raise ValueError(
         "rmsprop: nesterov=True needs momentum; pass momentum in [0, 1), e.g."

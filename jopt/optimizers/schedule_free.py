@@ -125,11 +125,19 @@ def schedule_free_adamw(
     :class:`ScheduleFreeState`; ``update`` needs ``params``.
 
   Example:
-    >>> tx = jopt.schedule_free_adamw(1e-3, warmup_steps=1000)
+    >>> params = {"w": jnp.array([1.0, -2.0])}
+    >>> grads = {"w": jnp.array([0.5, -1.0])}   # the same gradient twice
+    >>> tx = jopt.schedule_free_adamw(0.1)   # warmup_steps=... adds a linear warmup
     >>> state = tx.init(params)
-    >>> updates, state = tx.update(grads, state, params)
-    >>> params = optax.apply_updates(params, updates)
+    >>> for _ in range(2):
+    ...   updates, state = tx.update(grads, state, params)
+    ...   params = optax.apply_updates(params, updates)
+    >>> # z moves by -0.1 * sign(g) per step; c_1 = 1, c_2 = 1/2: x_2 = params_0 - 0.15 * sign(g)
     >>> eval_params = jopt.schedule_free_eval_params(state, params)
+    >>> print(np.asarray(eval_params["w"]).round(4))
+    [ 0.85 -1.85]
+    >>> print(np.asarray(params["w"]).round(4))   # y_2 = 0.9 x_2 + 0.1 z_2
+    [ 0.845 -1.845]
 
   Reference: Defazio et al., *The Road Less Scheduled*, NeurIPS 2024.
   """
@@ -143,8 +151,8 @@ def schedule_free_adamw(
   # b1 divides when x is recovered: it must be strictly positive.
   b1_0 = b1(0) if validate.is_schedule(b1) else b1
   validate.check_range("b1", b1_0, 0.0, 1.0, low_open=True, high_open=True, where=where)
-  slot_zeros(state_dtype)  # validates the dtype
-  nu_init = slot_zeros(nu_dtype)
+  slot_zeros(state_dtype, f"{where}state_dtype")  # validates the dtype
+  nu_init = slot_zeros(nu_dtype, f"{where}nu_dtype")
   lr_value = hyper.values["learning_rate"]
 
   cls = hyper.state_type(ScheduleFreeState)  # records schedule-driven names
@@ -260,8 +268,16 @@ def schedule_free_eval_params(state: Any, params: Any) -> Any:
     A tree like ``params``, in the parameters' dtypes.
 
   Example:
+    >>> params = {"w": jnp.array([1.0, -2.0])}
+    >>> tx = jopt.schedule_free_adamw(0.1, b1=0.9)
+    >>> opt_state = tx.init(params)
+    >>> updates, opt_state = tx.update({"w": jnp.array([0.5, -1.0])}, opt_state, params)
+    >>> params = optax.apply_updates(params, updates)
     >>> eval_params = jopt.schedule_free_eval_params(opt_state, params)
-    >>> val_loss = loss_fn(eval_params, batch)
+    >>> # after one step x_1 = z_1 = y_1: the first average is the first iterate
+    >>> print(np.asarray(eval_params["w"]).round(4), np.asarray(params["w"]).round(4))
+    [ 0.9 -1.9] [ 0.9 -1.9]
+    >>> val_loss = jnp.sum(eval_params["w"] ** 2)   # evaluate (validation, test) at x
 
   Reference: Defazio et al., *The Road Less Scheduled*, NeurIPS 2024.
   """

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from jopt._core import validate
 from jopt._core.hyperparams import HyperSpec, ScalarOrSchedule, state_class
 from jopt._core.leafwise import leafwise, slot_placeholder
 from jopt.optimizers._fill import dtype_slot
@@ -93,13 +94,21 @@ def sgd(
       ``momentum``.
 
   Example:
+    >>> params = {"w": jnp.array([1.0, -2.0])}
+    >>> grads = {"w": jnp.array([0.5, -1.0])}
     >>> tx = jopt.sgd(0.1, momentum=0.9, nesterov=True)
     >>> state = tx.init(params)
     >>> updates, state = tx.update(grads, state)
+    >>> # m_1 = g, so the Nesterov step is -0.1 * (g + 0.9 * m_1) = -0.19 * g
+    >>> print(np.asarray(updates["w"]).round(4))
+    [-0.095  0.19 ]
+    >>> print(state.trace["w"])   # the momentum buffer m_1
+    [ 0.5 -1. ]
 
   Reference: Sutskever et al., *On the importance of initialization and momentum
   in deep learning*, ICML 2013.
   """
+  validate.check_flag("sgd: ", nesterov=nesterov)
   if nesterov and momentum is None:
     raise ValueError(
         "sgd: nesterov=True needs momentum; pass momentum in [0, 1), e.g."

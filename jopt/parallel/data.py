@@ -35,6 +35,7 @@ import optax
 from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from jopt._core import validate
 from jopt.parallel.mesh import _put_global, axis_size, batch_sharding, check_divisible
 
 __all__ = ["data_parallel_step", "shard_map_step", "pmap_step", "pmap_replicate",
@@ -97,16 +98,23 @@ def data_parallel_step(loss_fn: Callable[..., Any], tx: optax.GradientTransforma
     batch size not divisible by the axis size raises ``ValueError``).
 
   Example:
-    >>> mesh = data_mesh()
-    >>> params = replicate(init_mlp(jax.random.key(0)), mesh)
-    >>> tx = jopt.adam(1e-3)
-    >>> step = data_parallel_step(loss_fn, tx, mesh)
+    >>> def loss_fn(params, batch):             # written for the global batch
+    ...   x, y = batch
+    ...   return jnp.mean((x @ params["w"] - y) ** 2)
+    >>> mesh = jopt.parallel.data_mesh(4)
+    >>> params = jopt.parallel.replicate({"w": jnp.zeros((3, 1))}, mesh)
+    >>> batch = (np.ones((8, 3), np.float32), np.ones((8, 1), np.float32))
+    >>> tx = jopt.sgd(0.1)
+    >>> step = jopt.parallel.data_parallel_step(loss_fn, tx, mesh)
     >>> params, state, loss = step(params, tx.init(params), batch)
+    >>> print(float(loss), np.asarray(params["w"]).ravel().round(4))  # g = -2: w = 0.1 * 2
+    1.0 [0.2 0.2 0.2]
 
   Reference: JAX's *Distributed arrays and automatic parallelization* guide
   (``jit`` with ``NamedSharding`` inputs).
   """
   where = "data_parallel_step: "
+  validate.check_flag(where, has_aux=has_aux, donate=donate)
   axis_size(mesh, axis)
   sharding = batch_sharding(mesh, axis)
 
@@ -173,13 +181,23 @@ def shard_map_step(loss_fn: Callable[..., Any], tx: optax.GradientTransformation
     ``loss`` the global-batch mean.
 
   Example:
-    >>> step = shard_map_step(loss_fn, jopt.adam(1e-3), data_mesh())
-    >>> params, state, loss = step(params, state, batch)
+    >>> def loss_fn(params, batch):             # the mean over this device's examples
+    ...   x, y = batch
+    ...   return jnp.mean((x @ params["w"] - y) ** 2)
+    >>> mesh = jopt.parallel.data_mesh(4)
+    >>> params = jopt.parallel.replicate({"w": jnp.zeros((3, 1))}, mesh)
+    >>> batch = (np.ones((8, 3), np.float32), np.ones((8, 1), np.float32))
+    >>> tx = jopt.sgd(0.1)
+    >>> step = jopt.parallel.shard_map_step(loss_fn, tx, mesh)
+    >>> params, state, loss = step(params, tx.init(params), batch)
+    >>> print(float(loss), np.asarray(params["w"]).ravel().round(4))  # not 4x: w = 0.1 * 2
+    1.0 [0.2 0.2 0.2]
 
   Reference: JAX's *Manual parallelism with shard_map* guide (``check_vma`` and the
   transpose of an invariant-to-varying broadcast).
   """
   where = "shard_map_step: "
+  validate.check_flag(where, has_aux=has_aux)
   axis_size(mesh, axis)
   rep = PartitionSpec()
 
@@ -221,7 +239,9 @@ def pmap_replicate(tree: Any, devices: Sequence[Any] | None = None) -> Any:
     The tree with leaves of shape ``(n, *x.shape)``, row :math:`k` on device :math:`k`.
 
   Example:
-    >>> params_r = pmap_replicate(params)
+    >>> params_r = jopt.parallel.pmap_replicate({"w": jnp.ones(3)})
+    >>> params_r["w"].shape == (jax.local_device_count(), 3)   # one row per device
+    True
 
   Reference: ``flax.jax_utils.replicate``; JAX's pmap migration guide
   (``jax.device_put_replicated`` was removed).
@@ -244,7 +264,10 @@ def pmap_unreplicate(tree: Any) -> Any:
     The tree with the leading axis dropped (row 0).
 
   Example:
-    >>> params = pmap_unreplicate(params_r)
+    >>> params_r = jopt.parallel.pmap_replicate({"w": jnp.arange(3.0)})
+    >>> params = jopt.parallel.pmap_unreplicate(params_r)
+    >>> print(params["w"])
+    [0. 1. 2.]
 
   Reference: ``flax.jax_utils.unreplicate``.
   """
@@ -264,11 +287,15 @@ def pmap_shard_batch(batch: Any, n: int | None = None) -> Any:
     The reshaped batch (NumPy leaves stay NumPy; ``pmap`` places them).
 
   Example:
-    >>> xs, ys = pmap_shard_batch((x, y))
+    >>> x, y = np.zeros((8, 3), np.float32), np.zeros(8, np.int32)
+    >>> xs, ys = jopt.parallel.pmap_shard_batch((x, y), n=4)
+    >>> xs.shape, ys.shape
+    ((4, 2, 3), (4, 2))
 
   Reference: the ``shard`` helper of flax's ``jax_utils`` / ``flax.training.common_utils``.
   """
-  n = jax.local_device_count() if n is None else n
+  n = jax.local_device_count() if n is None else validate.check_positive_int(
+      "n", n, "pmap_shard_batch: ")
   size = check_divisible(batch, n, None, "pmap_shard_batch: ")
   return jax.tree.map(lambda x: x.reshape((n, size // n) + tuple(np.shape(x)[1:])), batch)
 
@@ -303,13 +330,24 @@ def pmap_step(loss_fn: Callable[..., Any], tx: optax.GradientTransformation,
     ``loss`` the global mean, replicated ``(n,)``.
 
   Example:
-    >>> step = pmap_step(loss_fn, jopt.adam(1e-3))
-    >>> params_r = pmap_replicate(params)
-    >>> params_r, state_r, loss = step(params_r, pmap_replicate(tx.init(params)), batch)
+    >>> def loss_fn(params, batch):             # the mean over this device's examples
+    ...   x, y = batch
+    ...   return jnp.mean((x @ params["w"] - y) ** 2)
+    >>> params = {"w": jnp.zeros((3, 1))}
+    >>> batch = (np.ones((8, 3), np.float32), np.ones((8, 1), np.float32))
+    >>> tx = jopt.sgd(0.1)
+    >>> step = jopt.parallel.pmap_step(loss_fn, tx)
+    >>> params_r = jopt.parallel.pmap_replicate(params)
+    >>> params_r, state_r, loss = step(params_r, jopt.parallel.pmap_replicate(tx.init(params)),
+    ...                                batch)
+    >>> w = jopt.parallel.pmap_unreplicate(params_r)["w"]
+    >>> print(float(loss[0]), np.asarray(w).ravel().round(4))      # g = -2: w = 0.1 * 2
+    1.0 [0.2 0.2 0.2]
 
   Reference: the ``pmap`` data-parallel recipe of flax's examples (``lax.pmean`` of
   the gradients over the device axis).
   """
+  validate.check_flag("pmap_step: ", has_aux=has_aux)
   devs = _pmap_devices(devices)
 
   def local(params, opt_state, batch):

@@ -97,7 +97,9 @@ def _from_env(address, num, pid) -> tuple[Any, Any, Any, str]:
 def _check_int(name: str, value: Any, low: int) -> None:
   if value is None:
     return
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+    raise TypeError(f"{_WHERE}{name}={value!r} must be an integer >= {low}.")
+  if value < low:
     raise ValueError(f"{_WHERE}{name}={value!r} must be an integer >= {low}.")
 
 
@@ -182,8 +184,16 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
     TimeoutError: a non-coordinator process could not reach the coordinator.
 
   Example:
-    >>> info = initialize()   # on every host, before any other JAX call  # doctest: +SKIP
-    >>> info = initialize("10.0.0.1:1234", 2, 0, timeout_s=30)            # doctest: +SKIP
+    Each line marked ``+SKIP`` needs a fresh process (before any other JAX call) and,
+    for the second, a peer process; they are not run as doctests.
+
+    >>> info = jopt.parallel.initialize()   # every host, before any JAX call  # doctest: +SKIP
+    >>> info = jopt.parallel.initialize("10.0.0.1:1234", 2, 0, timeout_s=30)  # doctest: +SKIP
+    >>> info                                                                  # doctest: +SKIP
+    ProcessInfo(coordinator_address='10.0.0.1:1234', num_processes=2, process_id=0,
+                source='arguments')
+    >>> jax.process_count(), jax.process_index()  # one process needs no initialize
+    (1, 0)
 
   Reference: ``jax.distributed.initialize`` (JAX's multi-process guide).
   """
@@ -257,8 +267,14 @@ def process_batch(global_batch: Any, mesh: Mesh, axis: str = "data") -> Any:
     The pytree of this process's rows, as NumPy arrays.
 
   Example:
-    >>> local = process_batch((x, y), mesh)
-    >>> batch = shard_batch(local, mesh, process_local=True)
+    >>> mesh = jopt.parallel.data_mesh(4)
+    >>> x, y = np.ones((8, 3), np.float32), np.arange(8, dtype=np.int32)
+    >>> local = jopt.parallel.process_batch((x, y), mesh)
+    >>> local[0].shape, local[1].tolist()    # one process: its share is the whole batch
+    ((8, 3), [0, 1, 2, 3, 4, 5, 6, 7])
+    >>> batch = jopt.parallel.shard_batch(local, mesh, process_local=True)
+    >>> batch[0].shape, batch[0].addressable_shards[0].data.shape
+    ((8, 3), (2, 3))
 
   Reference: ``jax.make_array_from_process_local_data``'s contract (each process
   passes the rows of the global array its devices hold).

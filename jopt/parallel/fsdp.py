@@ -13,6 +13,7 @@ from typing import Any, Sequence
 import jax
 from jax.sharding import Mesh, PartitionSpec
 
+from jopt._core import validate
 from jopt._core.tree import unwrap_variables
 
 __all__ = ["fsdp_spec", "fsdp_specs", "axis_size"]
@@ -78,13 +79,16 @@ def fsdp_spec(shape: Sequence[int], n: int, axis: str | Sequence[str] = "data", 
     A ``PartitionSpec``.
 
   Example:
-    >>> fsdp_spec((16, 32), 8, "data", min_size=1)
-    PartitionSpec(None, 'data')
+    >>> jopt.parallel.fsdp_spec((16, 32), 8, "data", min_size=1)   # 32 > 16, both divisible
+    P(None, 'data')
+    >>> jopt.parallel.fsdp_spec((16, 36), 8, "data", min_size=1)   # 36 is not divisible by 8
+    P('data',)
 
   Reference: the "shard the largest divisible axis" rule of MaxText's and
   EasyDeL's FSDP layouts; Zhao et al., *PyTorch FSDP*, 2023 (flat-parameter
   sharding there, per-tensor here).
   """
+  n = validate.check_positive_int("n", n, "fsdp_spec: ")
   shape = tuple(int(d) for d in shape)
   entries = list(base) if base is not None else []
   entries += [None] * (len(shape) - len(entries))
@@ -129,9 +133,10 @@ def fsdp_specs(params: Any, mesh: Mesh, axis: str | Sequence[str] = "data", *,
     A tree of ``PartitionSpec`` with the params' (unwrapped) structure.
 
   Example:
-    >>> mesh = jax.make_mesh((8,), ("data",))
-    >>> fsdp_specs({"w": jnp.zeros((16, 32)), "b": jnp.zeros(32)}, mesh, min_size=64)
-    {'b': PartitionSpec(), 'w': PartitionSpec(None, 'data')}
+    >>> mesh = jopt.parallel.data_mesh(4)
+    >>> params = {"w": jnp.zeros((16, 32)), "b": jnp.zeros(32)}
+    >>> jopt.parallel.fsdp_specs(params, mesh, min_size=64)     # b: 32 < 64 elements
+    {'b': P(), 'w': P(None, 'data')}
 
   Reference: Rajbhandari et al., *ZeRO*, 2020 (stage 3: parameters partitioned);
   Zhao et al., *PyTorch FSDP*, 2023.

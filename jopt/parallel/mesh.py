@@ -65,20 +65,28 @@ def data_mesh(n: int | None = None, axis: str = "data", *, axis_type: str = "aut
     A ``jax.sharding.Mesh`` of shape ``{axis: n}``.
 
   Example:
-    >>> mesh = data_mesh()              # every device, axis "data"
-    >>> mesh = data_mesh(4, axis="batch")
+    >>> mesh = jopt.parallel.data_mesh()              # every device, axis "data"
+    >>> mesh.size == jax.device_count()
+    True
+    >>> dict(jopt.parallel.data_mesh(4, axis="batch").shape)
+    {'batch': 4}
 
   Reference: ``jax.make_mesh`` (JAX's sharded-computation guide).
   """
   if axis_type not in _AXIS_TYPES:
     raise ValueError(f"data_mesh: axis_type={axis_type!r} must be one of"
                      f" {sorted(_AXIS_TYPES)}.")
-  if not isinstance(axis, str) or not axis:
+  if not isinstance(axis, str):
+    raise TypeError(f"data_mesh: axis={axis!r} must be a non-empty string, e.g. 'data'.")
+  if not axis:
     raise ValueError(f"data_mesh: axis={axis!r} must be a non-empty string, e.g. 'data'.")
   devices = list(jax.devices() if devices is None else devices)
   if n is None:
     n = len(devices)
-  if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= len(devices):
+  if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+    raise TypeError(f"data_mesh: n={n!r} must be an integer in [1, {len(devices)}] (the"
+                    " number of devices available).")
+  if not 1 <= n <= len(devices):
     raise ValueError(
         f"data_mesh: n={n!r} must be an integer in [1, {len(devices)}] (the number of"
         " devices available). On CPU, more devices come from"
@@ -100,7 +108,9 @@ def batch_sharding(mesh: Mesh, axis: str = "data") -> NamedSharding:
     ``NamedSharding(mesh, PartitionSpec(axis))``.
 
   Example:
-    >>> s = batch_sharding(data_mesh(), "data")
+    >>> s = jopt.parallel.batch_sharding(jopt.parallel.data_mesh(4), "data")
+    >>> s.spec, s.shard_shape((8, 3))      # each of the 4 devices holds 8/4 rows
+    (P('data',), (2, 3))
 
   Reference: ``jax.sharding.NamedSharding``.
   """
@@ -120,7 +130,9 @@ def replicated_sharding(mesh: Mesh) -> NamedSharding:
     ``NamedSharding(mesh, PartitionSpec())``.
 
   Example:
-    >>> s = replicated_sharding(data_mesh())
+    >>> s = jopt.parallel.replicated_sharding(jopt.parallel.data_mesh(4))
+    >>> s.spec, s.shard_shape((8, 3))      # every device holds the whole array
+    (P(), (8, 3))
 
   Reference: ``jax.sharding.NamedSharding``.
   """
@@ -142,7 +154,10 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
     The tree with each leaf a ``jax.Array`` of sharding :func:`replicated_sharding`.
 
   Example:
-    >>> params = replicate({"w": np.ones((3, 2), np.float32)}, data_mesh())
+    >>> mesh = jopt.parallel.data_mesh(4)
+    >>> params = jopt.parallel.replicate({"w": np.ones((3, 2), np.float32)}, mesh)
+    >>> params["w"].sharding.is_fully_replicated, len(params["w"].addressable_shards)
+    (True, 4)
 
   Reference: ``jax.device_put`` with a replicated ``NamedSharding``.
   """
@@ -218,14 +233,18 @@ def shard_batch(batch: Any, mesh: Mesh, axis: str = "data", *,
       the batch size, the axis size and the fix; when ``axis`` is not a mesh axis.
 
   Example:
-    >>> mesh = data_mesh()
-    >>> x = shard_batch(np.zeros((64, 3), np.float32), mesh)
+    >>> mesh = jopt.parallel.data_mesh(4)
+    >>> x = jopt.parallel.shard_batch(np.zeros((64, 3), np.float32), mesh)
+    >>> x.shape, x.addressable_shards[0].data.shape    # 64 / 4 = 16 rows per device
+    ((64, 3), (16, 3))
 
   Reference: ``jax.device_put`` / ``jax.make_array_from_process_local_data``.
   """
   n = axis_size(mesh, axis)
   sharding = batch_sharding(mesh, axis)
   where = "shard_batch: "
+  if not isinstance(process_local, (bool, np.bool_)):
+    raise TypeError(f"{where}process_local={process_local!r} must be True or False.")
   if not process_local:
     check_divisible(batch, n, axis, where)
     return jax.tree.map(lambda x: _put_global(x, sharding), batch)

@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import jax
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
+from jopt._core import validate
 from jopt._core.tree import path_string, unwrap_variables
 
 __all__ = ["path_of", "match_specs", "check_specs", "shard_params", "specs_from_nnx",
@@ -38,7 +39,7 @@ def path_of(key_path: tuple[Any, ...]) -> str:
 
   Example:
     >>> kp, _ = jax.tree_util.tree_flatten_with_path({"mlp": {"up": {"kernel": 1}}})[0][0]
-    >>> path_of(kp)
+    >>> jopt.parallel.path_of(kp)
     'mlp/up/kernel'
 
   Reference: Flax's ``traverse_util.flatten_dict(sep="/")`` names, as
@@ -115,8 +116,14 @@ def check_specs(params: Any, specs: Any, mesh: Mesh, where: str = "check_specs: 
     None.
 
   Example:
-    >>> mesh = data_model_mesh(2, 4)
-    >>> check_specs({"w": jnp.zeros((8, 4))}, {"w": P(None, "model")}, mesh)
+    >>> P = jax.sharding.PartitionSpec
+    >>> mesh = jopt.parallel.data_model_mesh(2, 4)
+    >>> jopt.parallel.check_specs({"w": jnp.zeros((8, 4))}, {"w": P(None, "model")}, mesh)
+    >>> jopt.parallel.check_specs({"w": jnp.zeros((6, 4))}, {"w": P("model")}, mesh)
+    Traceback (most recent call last):
+    ...
+    ValueError: check_specs: w: dimension 0 of shape (6, 4) has size 6, not divisible by
+    the mesh axis 'model' of size 4; pad the parameter or shard another dimension.
 
   Reference: the checks ``jax.device_put`` / ``NamedSharding`` make, done up front
   with the parameter's path in the message.
@@ -180,13 +187,16 @@ def match_specs(params: Any, rules: Any, *, mesh: Mesh | None = None, strict: bo
     A tree of ``PartitionSpec`` with the params' (unwrapped) structure.
 
   Example:
+    >>> P = jax.sharding.PartitionSpec
     >>> params = {"up": {"kernel": jnp.zeros((16, 32))}, "down": {"kernel": jnp.zeros((32, 8))}}
-    >>> match_specs(params, [(r"up/kernel", P(None, "model")), (r"down/kernel", P("model"))])
-    {'down': {'kernel': PartitionSpec('model',)}, 'up': {'kernel': PartitionSpec(None, 'model')}}
+    >>> rules = [(r"up/kernel", P(None, "model")), (r"down/kernel", P("model"))]
+    >>> jopt.parallel.match_specs(params, rules)
+    {'down': {'kernel': P('model',)}, 'up': {'kernel': P(None, 'model')}}
 
   Reference: the regex-to-PartitionSpec rule lists of t5x / MaxText
   (``logical_axis_rules``) and EasyDeL's ``partition_rules``; first match wins as there.
   """
+  validate.check_flag("match_specs: ", strict=strict)
   rule_list = _rule_list(rules)
   default = _as_spec(default, "match_specs: default=")
   flat, treedef = jax.tree_util.tree_flatten_with_path(params, is_leaf=_is_var)
@@ -230,7 +240,13 @@ def specs_from_nnx(state: Any) -> Any:
     structure of the optimizer's params and gradients).
 
   Example:
-    >>> specs = specs_from_nnx(nnx.state(model, nnx.Param))  # doctest: +SKIP
+    >>> from flax import nnx
+    >>> init = nnx.with_partitioning(nnx.initializers.lecun_normal(), (None, "model"))
+    >>> with nnx.use_eager_sharding(False):     # annotate only; no mesh needed yet
+    ...   layer = nnx.Linear(4, 8, kernel_init=init, rngs=nnx.Rngs(0))
+    >>> specs = jopt.parallel.specs_from_nnx(nnx.state(layer, nnx.Param))
+    >>> specs["kernel"], specs["bias"]
+    (P(None, 'model'), P())
 
   Reference: ``flax.nnx.get_partition_spec``, unwrapped to plain specs.
   """
@@ -256,10 +272,11 @@ def shard_params(params: Any, mesh: Mesh, rules_or_specs: Any, *,
     The params as arrays sharded on ``mesh`` (plain arrays, unwrapped).
 
   Example:
-    >>> mesh = data_model_mesh(2, 4)
-    >>> p = shard_params({"w": jnp.ones((8, 4))}, mesh, [(r"w", P("model"))])
-    >>> p["w"].sharding.spec
-    PartitionSpec('model',)
+    >>> P = jax.sharding.PartitionSpec
+    >>> mesh = jopt.parallel.data_model_mesh(2, 4)
+    >>> p = jopt.parallel.shard_params({"w": jnp.ones((8, 4))}, mesh, [(r"w", P("model"))])
+    >>> p["w"].sharding.spec, p["w"].addressable_shards[0].data.shape   # 8 rows / 4
+    (P('model',), (2, 4))
 
   Reference: ``jax.device_put`` with ``jax.sharding.NamedSharding``.
   """
@@ -291,8 +308,8 @@ def column_parallel(layer: str, axis: str = "model") -> list[tuple[str, Partitio
     A list of two ``(regex, PartitionSpec)`` rules.
 
   Example:
-    >>> column_parallel("up")
-    [('up/kernel$', PartitionSpec(None, 'model')), ('up/bias$', PartitionSpec('model',))]
+    >>> jopt.parallel.column_parallel("up")
+    [('up/kernel$', P(None, 'model')), ('up/bias$', P('model',))]
 
   Reference: Shoeybi et al., *Megatron-LM*, 2019, section 3 (column-parallel GEMM).
   """
@@ -314,8 +331,8 @@ def row_parallel(layer: str, axis: str = "model") -> list[tuple[str, PartitionSp
     A list of two ``(regex, PartitionSpec)`` rules.
 
   Example:
-    >>> row_parallel("down")
-    [('down/kernel$', PartitionSpec('model', None)), ('down/bias$', PartitionSpec())]
+    >>> jopt.parallel.row_parallel("down")
+    [('down/kernel$', P('model', None)), ('down/bias$', P())]
 
   Reference: Shoeybi et al., *Megatron-LM*, 2019, section 3 (row-parallel GEMM).
   """
@@ -339,8 +356,12 @@ def megatron_mlp(up: str, down: str, axis: str = "model") -> list[tuple[str, Par
     The four rules of :func:`column_parallel` ``(up)`` and :func:`row_parallel` ``(down)``.
 
   Example:
-    >>> len(megatron_mlp("mlp/up", "mlp/down"))
-    4
+    >>> for rule in jopt.parallel.megatron_mlp("mlp/up", "mlp/down"):
+    ...   print(rule)
+    ('mlp/up/kernel$', P(None, 'model'))
+    ('mlp/up/bias$', P('model',))
+    ('mlp/down/kernel$', P('model', None))
+    ('mlp/down/bias$', P())
 
   Reference: Shoeybi et al., *Megatron-LM*, 2019, figure 3a.
   """
@@ -365,13 +386,15 @@ def data_model_mesh(data: int, model: int, *, axis_names: Sequence[str] = ("data
     A ``jax.sharding.Mesh``.
 
   Example:
-    >>> data_model_mesh(2, 4).shape
-    OrderedDict({'data': 2, 'model': 4})
+    >>> dict(jopt.parallel.data_model_mesh(2, 4).shape)
+    {'data': 2, 'model': 4}
 
   Reference: ``jax.make_mesh``; the ``data x model`` layout of Megatron-LM / MaxText.
   """
   for name, n in (("data", data), ("model", model)):
-    if not (isinstance(n, int) and not isinstance(n, bool) and n >= 1):
+    if not isinstance(n, int) or isinstance(n, bool):
+      raise TypeError(f"data_model_mesh: {name}={n!r} must be a positive int.")
+    if n < 1:
       raise ValueError(f"data_model_mesh: {name}={n!r} must be a positive int.")
   if devices is None:
     if data * model > jax.device_count():

@@ -57,11 +57,12 @@ def zero_state_specs(state: Any, params: Any, mesh: Mesh, axis: str | Sequence[s
     A tree of ``PartitionSpec`` with the state's structure.
 
   Example:
-    >>> mesh = jax.make_mesh((8,), ("data",))
+    >>> mesh = jopt.parallel.data_mesh(4)
     >>> params = {"w": jnp.zeros((16, 32))}
-    >>> specs = zero_state_specs(jopt.adam(1e-3).init(params), params, mesh, min_size=64)
-    >>> specs[0].mu["w"], specs[0].count
-    (PartitionSpec(None, 'data'), PartitionSpec())
+    >>> state = jopt.adam(1e-3).init(params)
+    >>> specs = jopt.parallel.zero_state_specs(state, params, mesh, min_size=64)
+    >>> specs.mu["w"], specs.nu["w"], specs.count
+    (P(None, 'data'), P(None, 'data'), P())
 
   Reference: Rajbhandari et al., *ZeRO: Memory Optimizations Toward Training
   Trillion Parameter Models*, 2020, section 5.1 (:math:`P_{os}`: optimizer states
@@ -233,15 +234,28 @@ def zero_step(loss_fn: Callable[..., Any], tx: optax.GradientTransformation, mes
     to ``tx.update``, e.g. ``value=`` for early stopping).
 
   Example:
-    >>> mesh = jax.make_mesh((8,), ("data",), axis_types=(AxisType.Auto,))
-    >>> step = zero_step(loss_fn, jopt.adam(1e-3), mesh, stage=2, min_size=64)
-    >>> state = step.init(params)                      # doctest: +SKIP
-    >>> params, state, loss = step(params, state, batch)  # doctest: +SKIP
+    >>> def loss_fn(params, batch):
+    ...   x, y = batch
+    ...   return jnp.mean((x @ params["w"] - y) ** 2)
+    >>> mesh = jopt.parallel.data_mesh(4)            # AxisType.Auto by default
+    >>> step = jopt.parallel.zero_step(loss_fn, jopt.adam(0.1), mesh, stage=2, min_size=16)
+    >>> params = {"w": jnp.zeros((8, 4))}
+    >>> state = step.init(params)
+    >>> state.mu["w"].sharding.spec, state.mu["w"].addressable_shards[0].data.shape
+    (P('data',), (2, 4))
+    >>> batch = (np.ones((8, 8), np.float32), np.ones((8, 4), np.float32))
+    >>> params, state, loss = step(params, state, batch)
+    >>> params["w"].sharding.spec       # stage 2: the params stay replicated
+    P()
+    >>> print(float(loss), np.asarray(params["w"][0]).round(4))   # Adam's first step: lr
+    1.0 [0.1 0.1 0.1 0.1]
 
   Reference: Rajbhandari et al., *ZeRO*, 2020 (stages :math:`P_{os}`,
   :math:`P_{os+g}`, :math:`P_{os+g+p}`); Xu et al., *Automatic Cross-Replica
   Sharding of Weight Update in Data-Parallel Training*, 2020 (the XLA/SPMD form).
   """
+  if isinstance(stage, bool) or not isinstance(stage, int):
+    raise TypeError(f"zero_step: stage={stage!r} must be an int, one of {STAGES}.")
   if stage not in STAGES:
     raise ValueError(f"zero_step: stage={stage!r} must be one of {STAGES} (1: state sharded,"
                      " 2: and gradients, 3: and parameters (FSDP)).")

@@ -65,14 +65,19 @@ def save_progress(root: str, progress: dict[str, Any]) -> None:
 
 
 def clear(root: str, progress: dict[str, Any] | None) -> None:
-  """Remove the checkpoint folders a previous run listed (nothing else), and its progress file."""
+  """Remove a previous run's progress file, then the checkpoint folders it listed (nothing else).
+
+  The progress file goes first: an interruption part-way leaves unlisted
+  folders (replaced when their stage is saved again), never a progress file
+  listing a folder that is gone.
+  """
   if progress is None:
     return
+  os.remove(os.path.join(root, PROGRESS))
   for entry in progress.get("finished", []):
     path = os.path.join(root, entry["dir"])
     if os.path.isdir(path):
       shutil.rmtree(path)
-  os.remove(os.path.join(root, PROGRESS))
 
 
 def save_carry(root: str, name: str, params: Any, masks: Any) -> None:

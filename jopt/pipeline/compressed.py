@@ -137,8 +137,19 @@ class CompressedModel:
     quant: a :class:`QuantSpec`, or None for float storage.
 
   Example:
-    >>> report = pl.run(model, stages, data)
-    >>> stored = report.model.stored_params()       # what report.stages[-1] evaluated
+    >>> from jopt import pipeline as pl
+    >>> params = {"w": jnp.array([[0.5, -1.0], [0.25, 2.0]]), "b": jnp.ones(2)}
+    >>> masks = {"w": jnp.array([[True, True], [False, True]]), "b": jnp.ones(2, bool)}
+    >>> cm = pl.CompressedModel(lambda p, x: x @ p["w"] + p["b"], params, masks,
+    ...                         pl.QuantSpec(bits=2, method="kmeans"))
+    >>> print(np.asarray(cm.stored_params()["w"]).round(4))  # 3 non-zeros, 3 centroids
+    [[ 0.5 -1. ]
+     [ 0.   2. ]]
+    >>> cm.quantized_params()["w"].bits
+    2
+
+    After a run, ``report.model`` is the final one: ``report.model.stored_params()``
+    is what ``report.stages[-1]`` evaluated.
   """
 
   apply: Callable[[Any, Any], Any]

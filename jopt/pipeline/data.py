@@ -64,7 +64,14 @@ class Data:
       for ``Distill(transfer="unlabeled")``, or None.
 
   Example:
-    >>> d = jopt.training.load_mnist_subset(); data = pl.Data(train=d.train, test=d.test)
+    >>> from jopt import pipeline as pl
+    >>> x, y = np.ones((10, 4)), np.arange(10) % 3           # float64 and int64 here
+    >>> data = pl.Data(train=(x[:8], y[:8]), test=(x[8:], y[8:]))
+    >>> data.train[0].dtype, data.train[1].dtype, data.test[0].shape
+    (dtype('float32'), dtype('int32'), (2, 4))
+
+    A :class:`jopt.training.Split` works too, e.g. ``d = jopt.training.load_mnist_subset()``
+    then ``pl.Data(train=d.train, test=d.test)``.
 
   Reference: the train / test / transfer sets of Hinton et al., 2015, section 3.
   """
@@ -124,6 +131,7 @@ def batch_indices(n: int, batch_size: int, steps: int, seed: int, stage: int,
     An int32 array of shape ``(steps, batch_size)``.
 
   Example:
+    >>> from jopt.pipeline.data import batch_indices
     >>> batch_indices(10, 4, 3, seed=0, stage=1).shape
     (3, 4)
 

@@ -31,7 +31,11 @@ class Model:
     params: the parameter tree.
 
   Example:
-    >>> model = pl.Model(apply=lab.apply_lenet, params=lab.init_lenet(0))
+    >>> from jopt import pipeline as pl
+    >>> from jopt.training import apply_lenet, init_lenet      # LeNet-300-100, plain dicts
+    >>> model = pl.Model(apply=apply_lenet, params=init_lenet(0))
+    >>> model.apply(model.params, jnp.zeros((2, 784))).shape   # (batch, classes) logits
+    (2, 10)
 
   Reference: the ``apply(params, x)`` convention of Flax Linen and Haiku.
   """
@@ -62,7 +66,12 @@ class Model:
       A :class:`Model`.
 
     Example:
-      >>> net = nn.Dense(10); model = pl.Model.from_linen(net, net.init(key, x))
+      >>> import flax.linen as nn
+      >>> from jopt import pipeline as pl
+      >>> net = nn.Dense(10)
+      >>> model = pl.Model.from_linen(net, net.init(jax.random.key(0), jnp.zeros((1, 784))))
+      >>> model.params["kernel"].shape, model.apply(model.params, jnp.zeros((2, 784))).shape
+      ((784, 10), (2, 10))
 
     Reference: Flax Linen's ``Module.apply``.
     """
@@ -95,7 +104,11 @@ class Model:
       A :class:`Model`.
 
     Example:
+      >>> from flax import nnx
+      >>> from jopt import pipeline as pl
       >>> model = pl.Model.from_nnx(nnx.Linear(784, 10, rngs=nnx.Rngs(0)))
+      >>> sorted(model.params), model.apply(model.params, jnp.zeros((2, 784))).shape
+      (['bias', 'kernel'], (2, 10))
 
     Reference: Flax NNX's functional API (``nnx.split`` / ``nnx.merge``).
     """

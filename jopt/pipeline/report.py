@@ -107,9 +107,29 @@ class Report:
       None for a report read back from JSON).
 
   Example:
-    >>> report = pl.run(model, stages, data)
-    >>> report.stages[-1].accuracy, report.stages[-1].compression
-    >>> report.save("jopt-out")       # report.json, report.md, report.png
+    >>> import os, tempfile
+    >>> from jopt import pipeline as pl
+    >>> def apply(params, x):
+    ...   return x @ params["w"] + params["b"]
+    >>> params = {"w": jax.random.normal(jax.random.key(0), (16, 4)), "b": jnp.ones(4)}
+    >>> x = np.asarray(jax.random.normal(jax.random.key(1), (32, 16)))
+    >>> data = pl.Data(train=(x, x[:, :4].argmax(1)), test=(x, x[:, :4].argmax(1)))
+    >>> report = pl.run(pl.Model(apply, params), [pl.Quantize(bits=4, method="kmeans")],
+    ...                 data, batch_size=32, progress=False)
+    >>> [(row.name, row.bytes) for row in report.stages]
+    [('start', 272), ('quantize', 112)]
+
+    The start stores 68 float32 values (272 B); after ``Quantize`` the kernel is 32 B of
+    4-bit codes plus a 16-entry float32 codebook (64 B), the bias stays float32 (16 B).
+
+    >>> round(report.stages[-1].compression, 4)          # 272 / 112
+    2.4286
+    >>> with tempfile.TemporaryDirectory() as out_dir:
+    ...   paths = report.save(out_dir)                    # report.json, report.md, report.png
+    ...   sorted(os.listdir(out_dir))
+    ['report.json', 'report.md', 'report.png']
+    >>> pl.Report.from_json(report.to_json()) == report  # plain data, no pickle
+    True
 
   Reference: the per-stage tables of Han et al., *Deep Compression*, ICLR 2016
   (Tables 1 and 2).

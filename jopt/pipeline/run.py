@@ -36,6 +36,8 @@ def _check_int(name: str, value: Any, low: int, high: int | None = None, why: st
     ok = value <= high
   if not ok:
     rng = f">= {low}" if high is None else f"in [{low}, {high}]"
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+      raise TypeError(f"{_WHERE}{name}={value!r} must be an integer {rng}{why}.")
     raise ValueError(f"{_WHERE}{name}={value!r} must be an integer {rng}{why}.")
   return int(value)
 
@@ -171,9 +173,24 @@ def run(model: Model, stages: Sequence[Stage], data: Data, *, optimizer: Any = N
     A :class:`Report` whose ``model`` is the final :class:`CompressedModel`.
 
   Example:
-    >>> report = pl.run(pl.Model(apply, params), [pl.Prune(0.9, steps=300), pl.Train(100),
-    ...                 pl.Quantize(bits=5, method="kmeans")], data)
-    >>> print(report.to_markdown(layers=False))
+    >>> import tempfile
+    >>> from jopt import pipeline as pl
+    >>> def apply(params, x):                         # a 4 -> 3 linear softmax model
+    ...   return x @ params["w"] + params["b"]
+    >>> params = {"w": jax.random.normal(jax.random.key(0), (4, 3)), "b": jnp.zeros(3)}
+    >>> x = np.asarray(jax.random.normal(jax.random.key(1), (32, 4)))
+    >>> data = pl.Data(train=(x, x[:, :3].argmax(1)), test=(x, x[:, :3].argmax(1)))
+    >>> with tempfile.TemporaryDirectory() as out_dir:   # checkpoints (for resume)
+    ...   report = pl.run(pl.Model(apply, params), [pl.Prune(0.5, steps=4), pl.Train(2),
+    ...                   pl.Quantize(bits=5, method="kmeans")], data, batch_size=16,
+    ...                   out_dir=out_dir, progress=False)
+    >>> [(row.name, row.layers[1].path, row.layers[1].nonzeros) for row in report.stages]
+    [('start', 'w', 12), ('prune', 'w', 6), ('train', 'w', 6), ('quantize', 'w', 6)]
+    >>> report.model.quant.bits, report.model.quant.method
+    (5, 'kmeans')
+
+    ``print(report.to_markdown(layers=False))`` shows the whole table (accuracy, loss,
+    bytes, compression, latency, seconds per row).
 
   Reference: Han et al., *Deep Compression*, ICLR 2016 (prune, retrain, share
   weights, with each stage's size and accuracy); Hinton et al., 2015

@@ -34,7 +34,10 @@ TEACHERS = ("dense", "start")
 
 
 def _steps(where: str, name: str, value: Any, minimum: int = 1) -> int:
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+    raise TypeError(f"{where}{name}={value!r} must be an integer >= {minimum}"
+                    f" (the number of training steps of this stage).")
+  if value < minimum:
     raise ValueError(f"{where}{name}={value!r} must be an integer >= {minimum}"
                      f" (the number of training steps of this stage).")
   return int(value)
@@ -120,7 +123,16 @@ class Prune(Stage):
     name: a label for reports.
 
   Example:
+    >>> from jopt import pipeline as pl
     >>> stage = pl.Prune(sparsity=0.95, steps=3000)
+    >>> stage.effective_schedule, stage.ramp, stage.label
+    ('polynomial', 0.75, 'prune')
+    >>> pl.Prune(n_m=(2, 4), steps=100).effective_schedule      # N:M masks: set at step 0
+    'one_shot'
+    >>> pl.Prune(sparsity=1.2, steps=100)
+    Traceback (most recent call last):
+    ...
+    ValueError: Prune: sparsity=1.2 is outside the accepted range [0.0, 1.0); ...
 
   Reference: Zhu & Gupta, *To prune, or not to prune*, 2017, eq. 1 (gradual
   pruning, :math:`p = 3`); Han et al., NeurIPS 2015 (magnitude pruning with
@@ -195,7 +207,10 @@ class Train(Stage):
     name: a label for reports.
 
   Example:
+    >>> from jopt import pipeline as pl
     >>> stage = pl.Train(steps=500)
+    >>> stage.kind, stage.train_steps, pl.Train(steps=500, name="finetune").label
+    ('train', 500, 'finetune')
 
   Reference: the retraining step of Han et al., NeurIPS 2015.
   """
@@ -231,7 +246,13 @@ class Quantize(Stage):
     name: a label for reports.
 
   Example:
+    >>> from jopt import pipeline as pl
     >>> stage = pl.Quantize(bits=5, method="kmeans")
+    >>> stage.spec          # the jopt.quant.quantize keywords every weight matrix gets
+    QuantSpec(bits=5, method='kmeans', granularity='tensor', axis=-1, group_size=None,
+              scheme=None)
+    >>> pl.Quantize(method="nf4").spec.bits, stage.train_steps   # PTQ: no training steps
+    (4, 0)
 
   Reference: Han et al., *Deep Compression*, ICLR 2016 (k-means weight
   sharing); Jacob et al., CVPR 2018 (QAT with fake quantization).
@@ -315,7 +336,10 @@ class Distill(Stage):
     name: a label for reports.
 
   Example:
+    >>> from jopt import pipeline as pl
     >>> stage = pl.Distill(steps=1000, temperature=4.0, alpha=0.7)
+    >>> stage.teacher, stage.transfer, stage.student is None   # dense teacher, train batches
+    ('dense', 'train', True)
 
   Reference: Hinton, Vinyals & Dean, *Distilling the Knowledge in a Neural
   Network*, 2015, section 2.

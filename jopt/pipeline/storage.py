@@ -87,8 +87,11 @@ def leaf_storage(path: str, stored: Any, quantized: QuantizedArray | None = None
 
   Example:
     >>> w = np.zeros((64, 64), np.float32); w[0, :4] = 1.0
-    >>> leaf_storage("w", w).format, leaf_storage("w", w).nbytes   # 4 entries x 33 bits
+    >>> s = jopt.pipeline.leaf_storage("w", w)
+    >>> s.format, s.nbytes                           # 4 entries x (32 + 1) bits
     ('relidx1+float32', 17)
+    >>> s.candidates["float32"], s.candidates["bitmask+float32"]   # 4n; n/8 + 4k
+    (16384, 528)
 
   Reference: Han et al., *Deep Compression*, ICLR 2016, Sec. 3 (relative
   indices, weight sharing with a codebook); the bitmask layout of
@@ -134,8 +137,17 @@ def tree_storage(stored: Any, quantized: Any) -> list[LeafStorage]:
     A list of :class:`LeafStorage`, one per leaf.
 
   Example:
-    >>> rows = tree_storage(cm.stored_params(), cm.quantized_params())
+    >>> from jopt import pipeline as pl
+    >>> params = {"w": jnp.array([[0.5, -1.0], [0.25, 2.0]]), "b": jnp.ones(2)}
+    >>> cm = pl.CompressedModel(lambda p, x: x @ p["w"] + p["b"], params, None,
+    ...                         pl.QuantSpec(bits=2, method="kmeans"))
+    >>> rows = pl.tree_storage(cm.stored_params(), cm.quantized_params())
+    >>> for r in rows:          # w: 1 byte of 2-bit codes + a 4-entry float32 codebook
+    ...   print(r.path, r.format, r.nbytes)
+    b float32 8
+    w 2bit 17
     >>> sum(r.nbytes for r in rows)
+    25
 
   Reference: the per-layer storage table of Han et al., ICLR 2016, Table 2.
   """

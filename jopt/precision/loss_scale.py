@@ -77,9 +77,20 @@ def scale_loss(loss: jax.Array, state: Any) -> jax.Array:
     The scaled loss, float32 (float64 for a float64 loss).
 
   Example:
+    >>> policy = jopt.precision.get_policy("mixed_float16")
+    >>> params = {"w": jnp.array([1.0, 2.0])}
+    >>> tx = jopt.precision.loss_scale(optax.sgd(0.1), initial_scale=1024.0)
+    >>> opt_state = tx.init(params)
     >>> def scaled(p, state):
-    ...   return scale_loss(loss_fn(policy.cast_to_compute(p), batch), state)
-    >>> grads = jax.grad(scaled)(params, opt_state)   # then tx.update unscales
+    ...   w = policy.cast_to_compute(p)["w"]              # float16 compute
+    ...   loss = policy.cast_to_output(jnp.sum(w * w))     # float32 for the loss
+    ...   return jopt.precision.scale_loss(loss, state)
+    >>> grads = jax.grad(scaled)(params, opt_state)   # S * 2w, in the params' float32
+    >>> grads["w"].tolist()
+    [2048.0, 4096.0]
+    >>> updates, opt_state = tx.update(grads, opt_state, params)   # unscaled: -0.1 * 2w
+    >>> [round(u, 4) for u in updates["w"].tolist()]
+    [-0.2, -0.4]
 
   Reference: Micikevicius et al., *Mixed Precision Training*, ICLR 2018
   (loss scaling); ``torch.amp.GradScaler.scale``.
@@ -183,10 +194,20 @@ def loss_scale(
     :class:`LossScaleState`; extra keyword arguments are passed to ``tx``.
 
   Example:
-    >>> tx = loss_scale(jopt.adam(1e-3))
+    >>> params, x = {"w": jnp.ones(3)}, jnp.array([1.0, 2.0, 3.0])
+    >>> loss_fn = lambda p, x: jnp.sum((p["w"] * x) ** 2)
+    >>> tx = jopt.precision.loss_scale(jopt.adam(1e-3))
     >>> state = tx.init(params)
-    >>> grads = jax.grad(lambda p: scale_loss(loss_fn(p, batch), state))(params)
-    >>> updates, state = tx.update(grads, state, params)   # zeros if grads overflowed
+    >>> grads = jax.grad(lambda p: jopt.precision.scale_loss(loss_fn(p, x), state))(params)
+    >>> (grads["w"] / 2 ** 16).tolist()                  # S * 2 w x^2 with S = 2**16
+    [2.0, 8.0, 18.0]
+    >>> updates, state = tx.update(grads, state, params)
+    >>> float(state.scale), int(state.good_steps), int(state.skipped)
+    (65536.0, 1, 0)
+    >>> overflow = {"w": jnp.array([jnp.inf, 0.0, 0.0])}
+    >>> updates, state = tx.update(overflow, state, params)   # skipped: zeros, S halved
+    >>> updates["w"].tolist(), float(state.scale), int(state.skipped)
+    ([0.0, 0.0, 0.0], 32768.0, 1)
 
   Reference: Micikevicius et al., *Mixed Precision Training*, ICLR 2018;
   ``torch.amp.GradScaler`` (the dynamic rule and its defaults).

@@ -170,7 +170,10 @@ class Policy:
       The tree with floating arrays in the parameter dtype.
 
     Example:
-      >>> params = get_policy("mixed_bfloat16").cast_to_param(params)   # float32 masters
+      >>> params = {"w": jnp.ones(2, jnp.bfloat16), "step": jnp.array(3)}
+      >>> params = jopt.precision.get_policy("mixed_bfloat16").cast_to_param(params)
+      >>> params["w"].dtype, params["step"].dtype   # float32 masters; ints untouched
+      (dtype('float32'), dtype('int32'))
 
     Reference: ``jmp.Policy.cast_to_param``.
     """
@@ -202,8 +205,10 @@ class Policy:
       The tree in the compute dtype, selected leaves in float32.
 
     Example:
-      >>> p16 = policy.cast_to_compute({"dense": {"w": w}, "ln": {"scale": s}})
-      >>> p16["dense"]["w"].dtype, p16["ln"]["scale"].dtype
+      >>> policy = jopt.precision.get_policy("mixed_bfloat16")
+      >>> p16 = policy.cast_to_compute({"dense": {"w": jnp.ones((2, 2))},
+      ...                               "ln": {"scale": jnp.ones(2)}})
+      >>> p16["dense"]["w"].dtype, p16["ln"]["scale"].dtype   # "ln" matches KEEP_FLOAT32
       (dtype(bfloat16), dtype('float32'))
 
     Reference: Micikevicius et al., *Mixed Precision Training*, ICLR 2018
@@ -224,7 +229,10 @@ class Policy:
       The tree with floating arrays in the output dtype.
 
     Example:
-      >>> logits = policy.cast_to_output(apply(p16, x))   # float32 logits for the loss
+      >>> policy = jopt.precision.get_policy("mixed_bfloat16")
+      >>> logits = policy.cast_to_output(jnp.ones((2, 3), jnp.bfloat16))
+      >>> logits.dtype                                    # float32 logits for the loss
+      dtype('float32')
 
     Reference: ``jmp.Policy.cast_to_output``.
     """
@@ -265,9 +273,11 @@ def get_policy(spec: str | Policy) -> Policy:
       dtype, a key given twice, a pair without ``=``) and the accepted ones.
 
   Example:
-    >>> print(get_policy("p=f32,c=bf16,o=f32"))
+    >>> print(jopt.precision.get_policy("p=f32,c=bf16,o=f32"))
     params=float32,compute=bfloat16,output=float32
-    >>> get_policy("mixed_float16").compute_dtype
+    >>> print(jopt.precision.get_policy("c=bf16"))   # output follows compute
+    params=float32,compute=bfloat16,output=bfloat16
+    >>> jopt.precision.get_policy("mixed_float16").compute_dtype
     dtype('float16')
 
   Reference: ``jmp.get_policy`` (the grammar) and Keras' ``mixed_float16`` /
@@ -335,9 +345,10 @@ def in_float32(fn: Callable[..., Any]) -> Callable[..., Any]:
     The wrapped function, with the same signature.
 
   Example:
-    >>> softmax = in_float32(jax.nn.softmax)
-    >>> softmax(jnp.ones((2, 3), jnp.bfloat16)).dtype   # computed in float32
-    dtype(bfloat16)
+    >>> softmax = jopt.precision.in_float32(jax.nn.softmax)
+    >>> p = softmax(jnp.ones((2, 3), jnp.bfloat16))   # computed in float32
+    >>> p.dtype, round(float(p[0, 0]), 3)             # 1/3, rounded to bfloat16
+    (dtype(bfloat16), 0.334)
 
   Reference: Micikevicius et al., *Mixed Precision Training*, ICLR 2018
   (reductions such as softmax and norms accumulate in float32); the float32

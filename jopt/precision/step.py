@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import optax
 
 from jopt.precision.loss_scale import LossScaleState, scale_loss
+from jopt._core import validate
 from jopt._core.tree import path_string
 from jopt.precision.policy import KeepRule, Policy, get_policy
 
@@ -80,10 +81,19 @@ def mixed_precision_step(
       or a floating parameter is not in ``policy.param_dtype``.
 
   Example:
-    >>> tx = loss_scale(jopt.adam(1e-3))
-    >>> step = mixed_precision_step(jopt.training.loss_fn, tx, "mixed_float16")
+    >>> from jopt.training import init_mlp, loss_fn
+    >>> params = init_mlp(jax.random.key(0), (4, 8, 3))      # float32 master weights
+    >>> x, y = jnp.ones((2, 4)), jnp.array([0, 2])
+    >>> tx = jopt.precision.loss_scale(jopt.adam(1e-3))
+    >>> step = jopt.precision.mixed_precision_step(loss_fn, tx, "mixed_float16")
     >>> state = tx.init(params)
-    >>> params, state, metrics = step(params, state, (x, y))
+    >>> for _ in range(2):   # at S = 2**16 the float16 backward pass overflows: skip, halve S
+    ...   params, state, metrics = step(params, state, (x, y))
+    ...   print(bool(metrics["finite"]), float(metrics["scale"]), int(metrics["skipped"]))
+    False 65536.0 1
+    True 32768.0 1
+    >>> params[0]["w"].dtype, metrics["loss"].dtype
+    (dtype('float32'), dtype('float32'))
 
   Reference: Micikevicius et al., *Mixed Precision Training*, ICLR 2018
   (float32 master weights, half-precision compute, loss scaling);
@@ -93,6 +103,7 @@ def mixed_precision_step(
     raise TypeError(f"{_WHERE}loss_fn must be callable (params, batch) -> loss, got {loss_fn!r}.")
   if not isinstance(tx, optax.GradientTransformation):
     raise TypeError(f"{_WHERE}tx must be an optax transform from loss_scale(...), got {tx!r}.")
+  validate.check_flag(_WHERE, has_aux=has_aux, jit=jit)
   policy = get_policy(policy)
   policy.cast_to_compute({}, keep_float32)   # validates the rule now, not at trace time
 

@@ -88,8 +88,15 @@ def sparsity_report(tree: Any,
     A :class:`SparsityReport` (``str()`` of it is a table).
 
   Example:
-    >>> sparsity_report({"w": jnp.array([[0.0, 1.0], [0.0, 0.0]])}).sparsity
-    0.75
+    >>> report = jopt.prune.sparsity_report({"w": jnp.array([[0.0, 1.0], [0.0, 0.0]]),
+    ...                                      "b": jnp.array([0.0, 2.0])})
+    >>> report.sparsity, report.leaves["params['w']"].zeros   # 4 zeros of 6; 3 in "w"
+    (0.6666666666666666, 3)
+    >>> print(report)
+    leaf              zeros        size  sparsity
+    params['b']           1           2  0.5000
+    params['w']           3           4  0.7500
+    global                4           6  0.6667
 
   Reference: the per-layer and global sparsity accounting of Han et al.,
   *Learning both Weights and Connections for Efficient Neural Networks*, 2015 (Table 2).
@@ -164,8 +171,13 @@ def to_bitmask(params: Any, filter: Any = None) -> Any:  # pylint: disable=redef
     The tree with :class:`BitmaskArray` leaves where selected.
 
   Example:
-    >>> packed = to_bitmask(params)
-    >>> nbytes(packed), nbytes(params)          # true bytes, compressed vs dense
+    >>> w = jnp.zeros((8, 8)).at[0, 1].set(1.5).at[3, 4].set(-2.0)
+    >>> params = {"w": w, "b": jnp.ones(8)}
+    >>> packed = jopt.prune.to_bitmask(params)   # "b" (ndim 1) stays dense by default
+    >>> packed["w"]                              # 64 bits = 8 bytes, 2 float32 values = 8
+    BitmaskArray(shape=(8, 8), dtype=float32, nnz=2, nbytes=16)
+    >>> jopt.prune.nbytes(packed), jopt.prune.nbytes(params)   # 16 + 32 vs 256 + 32
+    (48, 288)
 
   Reference: the bitmask-plus-values (``BitMask``) layout of sparse weight
   storage, e.g. Han et al., *Deep Compression*, ICLR 2016 (which stores
@@ -200,7 +212,10 @@ def from_bitmask(tree: Any) -> Any:
     The tree of dense ``jax.Array`` leaves.
 
   Example:
-    >>> dense = from_bitmask(to_bitmask(params))
+    >>> params = {"w": jnp.zeros((8, 8)).at[0, 1].set(1.5).at[3, 4].set(-2.0)}
+    >>> dense = jopt.prune.from_bitmask(jopt.prune.to_bitmask(params))
+    >>> bool(jnp.array_equal(dense["w"], params["w"])), dense["w"].dtype
+    (True, dtype('float32'))
 
   Reference: the inverse of :func:`to_bitmask` (NumPy's ``unpackbits``).
   """
@@ -222,8 +237,8 @@ def nbytes(tree: Any) -> int:
     An int.
 
   Example:
-    >>> nbytes({"w": jnp.zeros((4, 4), jnp.float32)})
-    64
+    >>> jopt.prune.nbytes({"w": jnp.zeros((4, 4), jnp.float32), "b": jnp.zeros(4, jnp.int8)})
+    68
 
   Reference: NumPy's and JAX's ``nbytes``.
   """

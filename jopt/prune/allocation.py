@@ -54,7 +54,13 @@ def erk_densities(s: jax.Array, shapes: Sequence[tuple[int, ...]]) -> jax.Array:
     A float array of one density per leaf, in ``s``'s dtype.
 
   Example:
-    >>> jopt.prune.erk_densities(jnp.float32(0.9), [(3, 3, 3, 16), (512, 64), (64, 10)])
+    >>> shapes = [(3, 3, 3, 16), (512, 64), (64, 10)]
+    >>> d = jopt.prune.erk_densities(jnp.float32(0.9), shapes)
+    >>> [round(v, 4) for v in d.tolist()]   # eps = 3384/675 times 25/432, 576/32768, 74/640
+    [0.2901, 0.0881, 0.5797]
+    >>> n = jnp.array([432.0, 32768.0, 640.0])   # entries per leaf
+    >>> round(float((d * n).sum() / n.sum()), 4)   # the size-weighted density is 1 - s
+    0.1
 
   Reference: Evci et al., *Rigging the Lottery: Making All Tickets Winners*,
   ICML 2020 (sec. 3, Erdős–Rényi-Kernel; the dense-layer loop of their

@@ -23,7 +23,9 @@ _WHERE = "relative_index: "
 
 
 def _index_bits(index_bits: Any) -> int:
-  if isinstance(index_bits, bool) or int(index_bits) != index_bits or not 1 <= int(index_bits) <= 8:
+  if isinstance(index_bits, bool) or not isinstance(index_bits, (int, np.integer)):
+    raise TypeError(f"{_WHERE}index_bits={index_bits!r} must be an integer in 1..8; pass an int.")
+  if not 1 <= int(index_bits) <= 8:
     raise ValueError(f"{_WHERE}index_bits={index_bits!r} must be an integer in 1..8"
                      " (Deep Compression uses 5 for dense layers, 8 for convolutions).")
   return int(index_bits)
@@ -53,7 +55,7 @@ def relative_index_count(x: Any, index_bits: int = 5) -> int:
     :math:`E`, a Python int.
 
   Example:
-    >>> relative_index_count(np.array([0., 3., 0., 0., 5.]), 1)   # one filler before the 5
+    >>> jopt.prune.relative_index_count(np.array([0., 3., 0., 0., 5.]), 1)  # a filler before 5
     3
 
   Reference: Han et al., *Deep Compression*, ICLR 2016, Sec. 3 and Fig. 2.
@@ -82,8 +84,9 @@ def relative_index_encode(x: Any, index_bits: int = 5) -> tuple[np.ndarray, np.n
     :func:`relative_index_count` entries each.
 
   Example:
-    >>> relative_index_encode(np.array([0., 3., 0., 0., 5.]), 2)[0].tolist()
-    [1, 2]
+    >>> gaps, values = jopt.prune.relative_index_encode(np.array([0., 3., 0., 0., 5.]), 2)
+    >>> gaps.tolist(), values.tolist()     # 3 after 1 skipped entry, 5 after 2 more
+    ([1, 2], [3.0, 5.0])
 
   Reference: Han et al., *Deep Compression*, ICLR 2016, Sec. 3 and Fig. 2.
   """
@@ -117,8 +120,8 @@ def relative_index_decode(gaps: np.ndarray, values: np.ndarray,
     The dense NumPy array.
 
   Example:
-    >>> g, v = relative_index_encode(np.array([0., 3., 0., 0., 5.]), 2)
-    >>> relative_index_decode(g, v, (5,)).tolist()
+    >>> g, v = jopt.prune.relative_index_encode(np.array([0., 3., 0., 0., 5.]), 2)
+    >>> jopt.prune.relative_index_decode(g, v, (5,)).tolist()
     [0.0, 3.0, 0.0, 0.0, 5.0]
 
   Reference: Han et al., ICLR 2016, Fig. 2.
@@ -147,7 +150,7 @@ def relative_index_nbytes(x: Any, value_bits: int, index_bits: int = 5) -> int:
     Bytes, an int.
 
   Example:
-    >>> relative_index_nbytes(np.array([0., 3., 0., 0., 5.]), 5, 2)   # 2 entries x 7 bits
+    >>> jopt.prune.relative_index_nbytes(np.array([0., 3., 0., 0., 5.]), 5, 2)  # 2 x 7 bits
     2
 
   Reference: Han et al., ICLR 2016 (5-bit relative indices for

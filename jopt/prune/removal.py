@@ -111,9 +111,12 @@ def _parse_path(path: Any, what: str) -> tuple[str, ...]:
     parts = tuple(p for p in path.split("/") if p)
   elif isinstance(path, (tuple, list)) and path:
     parts = tuple(str(p) for p in path)
-  else:
+  elif isinstance(path, (tuple, list)):
     raise ValueError(f"{_WHERE}{what} path={path!r} must be a string 'a/b/c' or a"
                      " non-empty tuple of keys.")
+  else:
+    raise TypeError(f"{_WHERE}{what} path={path!r} must be a string 'a/b/c' or a"
+                    " non-empty tuple of keys.")
   if not parts:
     raise ValueError(f"{_WHERE}{what} path={path!r} names no leaf.")
   return parts
@@ -203,7 +206,10 @@ def _keep_mask(keep: Any, name: str, num: int) -> np.ndarray:
     mask = np.asarray(keep)
   except jax.errors.TracerArrayConversionError:
     raise TypeError(f"{_WHERE}keep[{name!r}] is a traced value; pass a concrete mask.") from None
-  if mask.dtype != np.bool_ or mask.shape != (num,):
+  if mask.dtype != np.bool_:
+    raise TypeError(f"{_WHERE}keep[{name!r}] must be a boolean array of shape ({num},)"
+                    f" (one flag per unit of the group), got dtype {mask.dtype}.")
+  if mask.shape != (num,):
     raise ValueError(f"{_WHERE}keep[{name!r}] must be a boolean array of shape ({num},)"
                      f" (one flag per unit of the group), got dtype {mask.dtype} and shape"
                      f" {mask.shape}.")
@@ -216,15 +222,17 @@ def _coupled(entry: Any, group: str, j: int) -> Coupled:
   elif isinstance(entry, (tuple, list)) and 2 <= len(entry) <= 4:
     c = Coupled(*entry)
   else:
-    raise ValueError(f"{_WHERE}group {group!r}: coupled[{j}]={entry!r} must be a"
+    raise TypeError(f"{_WHERE}group {group!r}: coupled[{j}]={entry!r} must be a"
                      " Coupled(path, axis, repeat=1, order='units_last') or a tuple"
                      " (path, axis[, repeat[, order]]).")
   where = f"{_WHERE}group {group!r} coupled[{j}]: "
-  if isinstance(c.repeat, bool) or not isinstance(c.repeat, (int, np.integer)) or c.repeat < 1:
+  if isinstance(c.repeat, bool) or not isinstance(c.repeat, (int, np.integer)):
+    raise TypeError(f"{where}repeat={c.repeat!r} must be an integer >= 1.")
+  if c.repeat < 1:
     raise ValueError(f"{where}repeat={c.repeat!r} must be an integer >= 1.")
   check_choice("order", c.order, ("units_last", "units_first"), where)
   if c.index_map is not None and not callable(c.index_map):
-    raise ValueError(f"{where}index_map={c.index_map!r} must be a function"
+    raise TypeError(f"{where}index_map={c.index_map!r} must be a function"
                      " (kept_units, num_units) -> indices.")
   return c
 
@@ -318,13 +326,13 @@ def remove_units(
   """
   leaves = _Leaves(tree)
   if isinstance(groups, UnitGroup) or not isinstance(groups, Sequence):
-    raise ValueError(f"{_WHERE}groups must be a list of UnitGroup, got"
+    raise TypeError(f"{_WHERE}groups must be a list of UnitGroup, got"
                      f" {type(groups).__name__}; wrap a single group in a list.")
   keep = {} if keep is None else dict(keep)
   names = [getattr(g, "name", None) for g in groups]
   for g, name in zip(groups, names):
     if not isinstance(g, UnitGroup):
-      raise ValueError(f"{_WHERE}groups holds {g!r}; each entry must be a"
+      raise TypeError(f"{_WHERE}groups holds {g!r}; each entry must be a"
                        " UnitGroup(name, source=(path, axis), coupled=[...]).")
   dup = sorted({n for n in names if names.count(n) > 1})
   if dup:

@@ -226,9 +226,19 @@ def prune(
     ``update`` needs ``params``; other keywords are passed to ``tx``.
 
   Example:
-    >>> tx = jopt.prune(jopt.adam(1e-3), 0.9, update_every=100, begin_step=1000)
+    >>> params = {"w": jnp.arange(1.0, 9.0).reshape(2, 4), "b": jnp.zeros(4)}
+    >>> grads = jax.tree.map(jnp.ones_like, params)
+    >>> tx = jopt.prune(jopt.adam(1e-3), 0.75, update_every=100)  # masks at steps 0, 100, ...
+    >>> state = tx.init(params)
     >>> updates, state = tx.update(grads, state, params)
     >>> params = optax.apply_updates(params, updates)   # pruned entries exactly 0.0
+    >>> [round(v, 3) for v in params["w"].ravel().tolist()]   # the 6 smallest of 8 pruned
+    [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 6.999, 7.999]
+    >>> print(jopt.prune.sparsity_report(state))   # the masks; "b" (ndim 1) is not pruned
+    leaf              zeros        size  sparsity
+    params['b']           0           4  0.0000
+    params['w']           6           8  0.7500
+    global                6          12  0.5000
 
   Reference: Han et al., *Learning both Weights and Connections for Efficient
   Neural Networks*, NeurIPS 2015 (magnitude pruning); Zhu & Gupta, *To prune,
@@ -247,6 +257,7 @@ def prune(
   validate.check_choice("granularity", granularity, gran.GRANULARITIES, where)
   validate.check_choice("scope", scope, SCOPES, where)
   validate.check_choice("allocation", allocation, alloc.ALLOCATIONS, where)
+  validate.check_flag(where, zero_inner_state=zero_inner_state)
   if granularity == "n_m":
     if n_m is None:
       raise ValueError(f"{where}granularity='n_m' needs n_m=(N, M), e.g. n_m=(2, 4).")

@@ -17,6 +17,7 @@ gets its own quantization parameters:
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import jax
@@ -112,7 +113,8 @@ def to_blocks(x: jax.Array, layout: Layout) -> jax.Array:
   if layout.granularity == "tensor":
     return x.reshape(1, -1)
   if layout.granularity == "channel":
-    return jnp.moveaxis(x, layout.axis, 0).reshape(layout.shape[layout.axis], -1)
+    moved = jnp.moveaxis(x, layout.axis, 0)  # explicit block length: -1 fails for size 0
+    return moved.reshape(moved.shape[0], math.prod(moved.shape[1:]))
   return jnp.moveaxis(x, layout.axis, -1).reshape(-1, layout.group_size)
 
 

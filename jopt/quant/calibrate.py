@@ -48,8 +48,10 @@ class ObserverState(NamedTuple):
     min: running minimum, ``()`` per tensor or ``(C,)`` per channel (``+inf`` before
       the first batch).
     max: running maximum (``-inf`` before the first batch).
-    histogram: ``(bins,)`` counts of the values over ``[-limit, limit]``
-      (``(0,)`` when no histogram is kept).
+    histogram: ``(bins,)`` counts of the values over ``[-limit, limit]``; a
+      one-element placeholder ``(1,)`` when no histogram is kept (``bins`` is a
+      multiple of 4, so this is unambiguous; a zero-size array would not
+      checkpoint: orbax refuses to save arrays of size 0).
     limit: the histogram's half-width; it doubles (merging pairs of bins) when a
       batch exceeds it, so no value is ever clipped.
   """
@@ -239,8 +241,14 @@ def observer_init(num_channels: int | None = None, *, bins: int = 0,
                      " histogram is kept per tensor; pass bins=0 for a per-channel"
                      " observer or num_channels=None.")
   return ObserverState(jnp.zeros((), jnp.int32), jnp.full(shape, jnp.inf, dtype),
-                       jnp.full(shape, -jnp.inf, dtype), jnp.zeros((bins,), dtype),
+                       jnp.full(shape, -jnp.inf, dtype), jnp.zeros((bins or 1,), dtype),
                        jnp.zeros((), dtype))
+
+
+def _bins(histogram: jax.Array) -> int:
+  """The number of histogram bins, 0 for the one-element 'no histogram' placeholder."""
+  n = histogram.shape[0]
+  return n if n >= 4 else 0
 
 
 def _merge(h: jax.Array) -> jax.Array:
@@ -293,7 +301,7 @@ def observer_update(state: ObserverState, x: Any, *, axis: int = -1) -> Observer
   lo = jnp.minimum(state.min, jnp.min(xb, axis=1).reshape(state.min.shape))
   hi = jnp.maximum(state.max, jnp.max(xb, axis=1).reshape(state.max.shape))
   hist, limit = state.histogram, state.limit
-  bins = hist.shape[0]
+  bins = _bins(hist)
   if bins:
     amax = jnp.max(jnp.abs(xb))
     limit = jnp.where(limit > 0, limit, jnp.where(amax > 0, amax, jnp.ones_like(amax)))
@@ -352,7 +360,7 @@ def observer_range(state: ObserverState, method: str = "minmax", *, bits: int = 
   if method == "minmax":
     return QuantRange(state.min, state.max)
   h = state.histogram
-  b = h.shape[0]
+  b = _bins(h)
   if b == 0:
     raise ValueError(f"{where}method={method!r} needs a histogram; make the observer"
                      " with observer_init(bins=...) (e.g. 2048), or use method='minmax'.")

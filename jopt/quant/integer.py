@@ -54,6 +54,7 @@ from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jopt._core.tree import compute_dtype
 from jopt.quant import _layout
@@ -65,7 +66,7 @@ __all__ = ["quantize_input", "int8_dense", "int8_conv"]
 
 def _range_pair(x_range: Any, where: str) -> tuple[jax.Array, jax.Array]:
   if x_range is None:
-    raise ValueError(f"{where}x_range is required: the input's (min, max) range, e.g."
+    raise TypeError(f"{where}x_range is required: the input's (min, max) range, e.g."
                      " jopt.quant.calibrate(activation_batches) or"
                      " jopt.quant.observer_range(state).")
   try:
@@ -143,6 +144,8 @@ def _weight(qw: Any, ndim: int, where: str) -> tuple[jax.Array, jax.Array]:
 
 def _finish(acc: jax.Array, sx: jax.Array, sw: jax.Array, bias: Any, dtype: Any,
             return_accumulator: bool):
+  if not isinstance(return_accumulator, (bool, np.bool_)):
+    raise TypeError(f"return_accumulator={return_accumulator!r} must be True or False.")
   out_scale = sx * sw.astype(sx.dtype)
   if return_accumulator:
     return acc, out_scale
@@ -224,8 +227,9 @@ def int8_conv(x: Any, qw: QuantizedArray, bias: Any = None, *, x_range: Any,
 
   Example:
     >>> w = jopt.quant.quantize(jnp.ones((3, 3, 1, 2)), 8, granularity="channel")
-    >>> jopt.quant.int8_conv(jnp.ones((1, 4, 4, 1)), w, x_range=(-1.0, 1.0)).shape
-    (1, 4, 4, 2)
+    >>> y = jopt.quant.int8_conv(jnp.ones((1, 4, 4, 1)), w, x_range=(-1.0, 1.0))
+    >>> y.shape, [round(v, 3) for v in y[0, 0, :, 0].tolist()]  # 3x3 sums of ones, zero-padded
+    ((1, 4, 4, 2), [4.0, 6.0, 6.0, 4.0])
 
   Reference: Jacob et al., CVPR 2018, §2.2-2.4 (integer convolution with
   int32 accumulators).

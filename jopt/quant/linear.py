@@ -21,6 +21,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from jopt.quant import _layout
+
 __all__ = ["code_range", "scale_and_zero_point", "linear_codes", "linear_values",
            "SCHEMES"]
 
@@ -50,6 +52,7 @@ def code_range(bits: int, scheme: str = "symmetric") -> tuple[int, int]:
   Nagel et al., *A White Paper on Neural Network Quantization*, 2021, §2.2
   (the restricted symmetric range).
   """
+  bits = _layout.check_bits(bits, "code_range: ")
   if scheme == "symmetric":
     return -(2 ** (bits - 1) - 1), 2 ** (bits - 1) - 1
   if scheme == "asymmetric":

@@ -155,7 +155,7 @@ def layer_sensitivity(loss_fn: Callable[..., Any], params: Any, batches: Any, *,
                          f" are {names}.")
       bad = [names[i] for i in hit if not floating[i]]
       if bad:
-        raise ValueError(f"{_SENS}paths pattern {pat!r} matches non-floating leaves {bad};"
+        raise TypeError(f"{_SENS}paths pattern {pat!r} matches non-floating leaves {bad};"
                          " only floating leaves can be quantized. Narrow the pattern.")
       chosen.update(hit)
     chosen = sorted(chosen)
@@ -312,8 +312,10 @@ def allocate_bits(sensitivity: Sensitivity, budget_bytes: int, *,
   programming (Kellerer, Pferschy and Pisinger, *Knapsack Problems*, 2004, ch. 11).
   """
   _check_sensitivity(sensitivity)
-  if isinstance(budget_bytes, bool) or not isinstance(budget_bytes, (int, np.integer)) \
-      or budget_bytes < 1:
+  if isinstance(budget_bytes, bool) or not isinstance(budget_bytes, (int, np.integer)):
+    raise TypeError(f"{_ALLOC}budget_bytes={budget_bytes!r} must be a positive int"
+                    " (bytes of the whole quantized tree).")
+  if budget_bytes < 1:
     raise ValueError(f"{_ALLOC}budget_bytes={budget_bytes!r} must be a positive int"
                      " (bytes of the whole quantized tree).")
   budget_bytes = int(budget_bytes)

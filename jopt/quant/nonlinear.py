@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jopt._core import validate
+
 __all__ = ["log2_scale", "log2_codes", "log2_values", "kmeans_1d", "nf4_levels",
            "nf4_codes", "nf4_values"]
 
@@ -161,6 +163,7 @@ def kmeans_1d(values: Any, num_clusters: int, *, iters: int = 30, lo: Any = None
   (linear initialization; here a fixed number of iterations instead of
   iterating to convergence).
   """
+  validate.check_positive_int("num_clusters", num_clusters, "kmeans_1d: ")
   v = jnp.asarray(values).reshape(-1)
   if mask is None:
     w = jnp.ones_like(v)

@@ -75,6 +75,7 @@ def pack_bits(codes: Any, bits: int) -> jax.Array:
   Reference: the nibble packing of bitsandbytes' 4-bit storage (Dettmers et
   al., *QLoRA*, 2023), here for any bit width.
   """
+  bits = _layout.check_bits(bits, "pack_bits: ", 1, 8)
   flat = jnp.asarray(codes).reshape(-1).astype(jnp.uint8)
   if bits == 8:
     return flat
@@ -104,6 +105,7 @@ def unpack_bits(packed: Any, bits: int, size: int) -> jax.Array:
 
   Reference: the inverse of :func:`pack_bits`.
   """
+  bits = _layout.check_bits(bits, "unpack_bits: ", 1, 8)
   packed = jnp.asarray(packed).astype(jnp.uint8).reshape(-1)
   if bits == 8:
     return packed[:size]

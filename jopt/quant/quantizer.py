@@ -23,6 +23,8 @@ _WHERE = "quantize: "
 def _block_range(xb: jax.Array, clip_range: Any, layout: _layout.Layout):
   """Per-block ``(lo, hi)`` of shape ``(num_blocks,)``: the data's or the given range."""
   if clip_range is None:
+    if xb.shape[1] == 0:  # empty blocks (a zero-size x): no data, the range [0, 0]
+      return (jnp.zeros(xb.shape[:1], xb.dtype),) * 2
     return jnp.min(xb, axis=1), jnp.max(xb, axis=1)
   try:
     lo, hi = clip_range

@@ -137,7 +137,7 @@ def map_rules(params: Any, rules: Any, default_bits: int, kwargs: dict[str, Any]
       out.append(leaf)
       continue
     if not floating:
-      raise ValueError(f"{where}rules[{rules[match][0]!r}] matches {name!r}, which has"
+      raise TypeError(f"{where}rules[{rules[match][0]!r}] matches {name!r}, which has"
                        f" dtype {jnp.result_type(leaf)}; only floating leaves can be"
                        f" {verb}. Narrow the pattern or map it to None.")
     kw.update({"bits": spec} if isinstance(spec, int) else spec)
@@ -175,8 +175,9 @@ def dequantize_params(tree: Any) -> Any:
 
   Example:
     >>> q = jopt.quant.quantize_params({"w": jnp.ones((2, 2))})
-    >>> jopt.quant.dequantize_params(q)["w"].shape
-    (2, 2)
+    >>> w = jopt.quant.dequantize_params(q)["w"]
+    >>> w.shape, bool(jnp.allclose(w, 1.0))      # ones survive 8-bit quantization
+    ((2, 2), True)
 
   Reference: the dequantize step of Jacob et al., CVPR 2018, eq. (1).
   """

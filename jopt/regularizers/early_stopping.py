@@ -141,9 +141,18 @@ def early_stopping(
     accepts ``check=``.
 
   Example:
-    >>> tx = optax.chain(jopt.adam(1e-3), jopt.regularizers.early_stopping(patience=3))
-    >>> updates, state = tx.update(grads, state, params, value=val_loss)
-    >>> bool(jopt.regularizers.stop_requested(state))
+    >>> params = {"w": jnp.array([1.0, -2.0])}
+    >>> grads = {"w": jnp.array([0.5, -1.0])}
+    >>> tx = optax.chain(jopt.adam(1e-3), jopt.regularizers.early_stopping(patience=2))
+    >>> state = tx.init(params)
+    >>> stops = []
+    >>> for val_loss in [1.0, 0.8, 0.9, 0.85, 0.7]:   # no improvement on 0.8 at checks 2, 3
+    ...   updates, state = tx.update(grads, state, params, value=val_loss)
+    ...   stops.append(bool(jopt.regularizers.stop_requested(state)))
+    >>> stops
+    [False, False, False, True, True]
+    >>> print(updates["w"])   # after the stop every update is zero
+    [0. 0.]
 
   Reference: ``keras.callbacks.EarlyStopping`` (Keras 3); the practice of
   Prechelt, *Early Stopping -- But When?*, Neural Networks: Tricks of the
@@ -203,7 +212,11 @@ def early_stopping(
           " tx.update(updates, state, params, value=metric) (with optax.chain, pass"
           " value= to the chain's update; on steps without a fresh metric pass"
           " check=False and any value, e.g. the last one).")
-    x = jnp.asarray(value)
+    try:
+      x = jnp.asarray(value)
+    except TypeError:
+      raise TypeError(f"{where}value={value!r} must be a real number (the monitored"
+                      " metric).") from None
     if x.shape != ():
       raise ValueError(f"{where}value must be a scalar metric, got shape {x.shape}.")
     if not jnp.issubdtype(x.dtype, jnp.number) or jnp.issubdtype(x.dtype,
@@ -292,8 +305,19 @@ def early_stopping_state(opt_state: Any) -> EarlyStoppingState:
     ValueError: none or several early-stopping states are found.
 
   Example:
+    >>> params = {"w": jnp.array([1.0, -2.0])}
+    >>> tx = optax.chain(jopt.sgd(0.1),
+    ...                  jopt.regularizers.early_stopping(patience=1, restore_best=True))
+    >>> opt_state = tx.init(params)
+    >>> for val_loss in [0.5, 0.4, 0.6]:   # the best is check 1; check 2 stops
+    ...   updates, opt_state = tx.update({"w": jnp.array([0.5, -1.0])}, opt_state, params,
+    ...                                  value=val_loss)
+    ...   params = optax.apply_updates(params, updates)
     >>> es = jopt.regularizers.early_stopping_state(opt_state)
-    >>> params = es.best_params   # with restore_best=True
+    >>> int(es.best_step), round(float(es.best), 4)
+    (1, 0.4)
+    >>> print(es.best_params["w"], params["w"])   # the stop moved params back onto the best
+    [ 0.95 -1.9 ] [ 0.95 -1.9 ]
 
   Reference: Keras's ``EarlyStopping.best_weights`` / ``best_epoch``.
   """
@@ -340,7 +364,17 @@ def stop_requested(opt_state: Any) -> jax.Array:
     A 0-d bool ``jax.Array``.
 
   Example:
-    >>> if jopt.regularizers.stop_requested(opt_state): break
+    >>> params = {"w": jnp.array([1.0, -2.0])}
+    >>> tx = optax.chain(jopt.sgd(0.1), jopt.regularizers.early_stopping(patience=1))
+    >>> opt_state = tx.init(params)
+    >>> for step, val_loss in enumerate([0.5, 0.4, 0.45, 0.3]):
+    ...   updates, opt_state = tx.update({"w": jnp.array([0.5, -1.0])}, opt_state, params,
+    ...                                  value=val_loss)
+    ...   params = optax.apply_updates(params, updates)
+    ...   if jopt.regularizers.stop_requested(opt_state):
+    ...     break
+    >>> step   # 0.45 does not improve on 0.4: the stop comes at check 2
+    2
 
   Reference: Keras's ``model.stop_training``, set by ``EarlyStopping``.
   """

@@ -128,7 +128,12 @@ def _selected(params: Any, mask: Any, dtype: Any, where: str):
 
 
 def _abs_sum(x: jax.Array, acc: Any) -> jax.Array:
-  return jnp.sum(jnp.abs(x).astype(acc))
+  if jnp.issubdtype(x.dtype, jnp.complexfloating):
+    return jnp.sum(jnp.abs(x).astype(acc))
+  # x * sign(x) is |x| exactly, and its gradient is sign(x), 0 at 0 (as torch's
+  # abs); jnp.abs's gradient at 0 is 1, which would push exact zeros off zero
+  x = x.astype(acc)
+  return jnp.sum(x * jnp.sign(x))
 
 
 def _sq_sum(x: jax.Array, acc: Any) -> jax.Array:
@@ -178,7 +183,15 @@ def l1_penalty(params: Any, mask: Any = None, *, strength: Any = 1.0,
     A 0-d array.
 
   Example:
-    >>> loss = lambda p: mse(p) + jopt.regularizers.l1_penalty(p, strength=1e-4)
+    >>> params = {"w": jnp.array([[1.0, -2.0], [0.5, 0.0]]), "b": jnp.array([3.0])}
+    >>> penalty = jopt.regularizers.l1_penalty(params, strength=0.1)
+    >>> print(round(float(penalty), 4))   # 0.1 * (1 + 2 + 0.5); the 1-D bias is not penalized
+    0.35
+    >>> loss = lambda p: jnp.sum(p["w"] ** 2) / 2 + jopt.regularizers.l1_penalty(p, strength=0.1)
+    >>> g = jax.grad(loss)(params)
+    >>> print(np.asarray(g["w"]).round(4), g["b"])   # w + 0.1 * sign(w), with sign(0) = 0
+    [[ 1.1 -2.1]
+     [ 0.6  0. ]] [0.]
 
   Reference: Tibshirani, *Regression Shrinkage and Selection via the Lasso*,
   JRSS-B 1996.
@@ -217,7 +230,15 @@ def l2_penalty(params: Any, mask: Any = None, *, strength: Any = 1.0,
     A 0-d array.
 
   Example:
-    >>> loss = lambda p: mse(p) + jopt.regularizers.l2_penalty(p, strength=5e-4)
+    >>> params = {"w": jnp.array([[1.0, -2.0], [0.5, 0.0]]), "b": jnp.array([3.0])}
+    >>> penalty = jopt.regularizers.l2_penalty(params, strength=0.1)
+    >>> print(round(float(penalty), 4))   # 0.1 / 2 * (1 + 4 + 0.25); the 1-D bias is not penalized
+    0.2625
+    >>> loss = lambda p: jnp.sum(p["w"]) + jopt.regularizers.l2_penalty(p, strength=0.1)
+    >>> g = jax.grad(loss)(params)
+    >>> print(np.asarray(g["w"]).round(4), g["b"])   # 1 + 0.1 * w
+    [[1.1  0.8 ]
+     [1.05 1.  ]] [0.]
 
   Reference: Tikhonov regularization / ridge regression, Hoerl & Kennard,
   *Ridge Regression*, Technometrics 1970; the one-half convention of
@@ -254,7 +275,10 @@ def elastic_net_penalty(params: Any, mask: Any = None, *, l1: Any, l2: Any,
     A 0-d array.
 
   Example:
-    >>> reg = jopt.regularizers.elastic_net_penalty(params, l1=1e-5, l2=1e-4)
+    >>> params = {"w": jnp.array([[1.0, -2.0], [0.5, 0.0]]), "b": jnp.array([3.0])}
+    >>> reg = jopt.regularizers.elastic_net_penalty(params, l1=0.1, l2=0.01)
+    >>> print(round(float(reg), 4))   # 0.1 * 3.5 + 0.01 / 2 * 5.25
+    0.3762
 
   Reference: Zou & Hastie, *Regularization and Variable Selection via the
   Elastic Net*, JRSS-B 2005 (the "naive" elastic net penalty).

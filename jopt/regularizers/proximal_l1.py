@@ -93,9 +93,15 @@ def proximal_l1(strength: ScalarOrSchedule, learning_rate: ScalarOrSchedule = 1.
     :class:`ProximalL1State`; ``update`` needs ``params``.
 
   Example:
-    >>> tx = optax.chain(jopt.sgd(0.1), jopt.proximal_l1(1e-3, learning_rate=0.1))
+    >>> params = {"w": jnp.array([[0.5, -2.0]]), "b": jnp.array([0.01])}
+    >>> grads = {"w": jnp.array([[4.8, 1.0]]), "b": jnp.array([0.0])}
+    >>> tx = optax.chain(jopt.sgd(0.1), jopt.proximal_l1(0.5, learning_rate=0.1))
+    >>> state = tx.init(params)
     >>> updates, state = tx.update(grads, state, params)
     >>> params = optax.apply_updates(params, updates)   # exact zeros appear
+    >>> # z = w - 0.1 g = [0.02, -2.1], shrunk by tau = 0.5 * 0.1; the 1-D bias is left dense
+    >>> print(np.asarray(params["w"]).round(4), params["b"], bool(params["w"][0, 0] == 0))
+    [[ 0.   -2.05]] [0.01] True
 
   Reference: Beck & Teboulle, *A Fast Iterative Shrinkage-Thresholding
   Algorithm for Linear Inverse Problems*, SIAM J. Imaging Sci. 2009 (ISTA);

@@ -47,8 +47,13 @@ def add_decayed_weights(weight_decay: ScalarOrSchedule = 0.0, mask: Any = None):
     :class:`AddDecayedWeightsState`; ``update`` needs ``params``.
 
   Example:
-    >>> tx = optax.chain(jopt.add_decayed_weights(1e-4), jopt.sgd(0.1, momentum=0.9))
+    >>> params = {"w": jnp.array([1.0, -2.0])}
+    >>> grads = {"w": jnp.array([0.5, -1.0])}
+    >>> tx = optax.chain(jopt.add_decayed_weights(1e-2), jopt.sgd(0.1, momentum=0.9))
+    >>> state = tx.init(params)
     >>> updates, state = tx.update(grads, state, params)
+    >>> print(np.asarray(updates["w"]).round(4))   # -0.1 * (g + 0.01 * params)
+    [-0.051  0.102]
 
   Reference: Krogh & Hertz, *A Simple Weight Decay Can Improve Generalization*,
   NeurIPS 1991.

@@ -75,14 +75,16 @@ def check_positive_int(name: str, value: Any, where: str) -> int:
 
 def check_nonneg_int(name: str, value: Any, where: str) -> int:
   """Raise unless ``value`` is an integer >= 0; return it as a Python int."""
-  if not _is_int(value) or value < 0:
+  if not _is_int(value):
+    raise TypeError(f"{where}{name}={value!r} must be an integer >= 0; pass an int.")
+  if value < 0:
     raise ValueError(f"{where}{name}={value!r} must be an integer >= 0.")
   return int(value)
 
 
 def check_bool(name: str, value: Any, where: str) -> bool:
   if not isinstance(value, (bool, np.bool_)):
-    raise ValueError(f"{where}{name}={value!r} must be True or False.")
+    raise TypeError(f"{where}{name}={value!r} must be True or False.")
   return bool(value)
 
 

@@ -39,7 +39,10 @@ def constant_schedule(value: float) -> Schedule:
 
   Example:
     >>> sched = jopt.constant_schedule(0.1)
-    >>> sched(1000)   # 0.1 (float32; float64 under jax_enable_x64)
+    >>> print(round(float(sched(1000)), 6), sched(1000).dtype)   # float64 under jax_enable_x64
+    0.1 float32
+    >>> sched(jnp.arange(3)).shape   # the shape of the step
+    (3,)
 
   Reference: ``optax.constant_schedule``.
   """
@@ -104,7 +107,10 @@ def polynomial_schedule(
 
   Example:
     >>> sched = jopt.polynomial_schedule(1.0, 0.01, power=2, transition_steps=100)
-    >>> sched(50)   # (1 - 0.01) * 0.5**2 + 0.01 = 0.2575
+    >>> print(round(float(sched(50)), 6))   # (1 - 0.01) * 0.5**2 + 0.01
+    0.2575
+    >>> [round(float(v), 6) for v in sched(jnp.array([0, 100, 200]))]
+    [1.0, 0.01, 0.01]
 
   Reference: ``optax.polynomial_schedule``.
   """
@@ -139,7 +145,8 @@ def linear_schedule(
 
   Example:
     >>> warmup = jopt.linear_schedule(0.0, 1e-3, transition_steps=1000)
-    >>> warmup(250)   # 0.00025
+    >>> [round(float(v), 8) for v in warmup(jnp.array([0, 250, 1000, 2000]))]
+    [0.0, 0.00025, 0.001, 0.001]
 
   Reference: ``optax.linear_schedule``.
   """
@@ -218,7 +225,8 @@ def exponential_decay(
   Example:
     >>> sched = jopt.exponential_decay(0.1, transition_steps=30, decay_rate=0.1,
     ...                                staircase=True)   # torch StepLR(30, 0.1)
-    >>> sched(65)   # 0.1 * 0.1**2 = 0.001
+    >>> [round(float(v), 6) for v in sched(jnp.array([0, 29, 30, 65]))]   # 65: 0.1 * 0.1**2
+    [0.1, 0.1, 0.01, 0.001]
 
   Reference: ``optax.exponential_decay``.
   """
@@ -249,7 +257,8 @@ def piecewise_constant_schedule(
 
   Example:
     >>> sched = jopt.piecewise_constant_schedule(1.0, {100: 0.1, 200: 0.5})
-    >>> sched(jnp.array([99, 100, 200]))   # [1.0, 0.1, 0.05]
+    >>> [round(float(v), 6) for v in sched(jnp.array([99, 100, 200]))]   # 200: 1.0 * 0.1 * 0.5
+    [1.0, 0.1, 0.05]
 
   Reference: ``optax.piecewise_constant_schedule``.
   """
@@ -258,10 +267,13 @@ def piecewise_constant_schedule(
   if boundaries_and_scales is None:
     boundaries_and_scales = {}
   if not isinstance(boundaries_and_scales, Mapping):
-    raise ValueError(f"{where}boundaries_and_scales must be a mapping {{step: scale}},"
+    raise TypeError(f"{where}boundaries_and_scales must be a mapping {{step: scale}},"
                      f" got {type(boundaries_and_scales).__name__}.")
   for b, s in boundaries_and_scales.items():
-    if isinstance(b, bool) or not isinstance(b, (int, np.integer)) or b < 0:
+    if isinstance(b, bool) or not isinstance(b, (int, np.integer)):
+      raise TypeError(f"{where}boundaries_and_scales has the key {b!r}; its keys are"
+                      " the steps where a scale applies, integers >= 0.")
+    if b < 0:
       raise ValueError(f"{where}boundaries_and_scales has the key {b!r}; its keys are"
                        " the steps where a scale applies, integers >= 0.")
     check_value(f"boundaries_and_scales[{b!r}]", s, where, 0.0)
@@ -328,7 +340,9 @@ def join_schedules(schedules: Sequence[Schedule], boundaries: Sequence[int]) -> 
     >>> sched = jopt.join_schedules(
     ...     [jopt.linear_schedule(0.0, 1.0, 10), jopt.cosine_decay_schedule(1.0, 90)],
     ...     boundaries=[10])
-    >>> sched(10)   # 1.0: the cosine's step 0
+    >>> # steps 0-9: the ramp; step 10 is the cosine's step 0, step 55 its step 45 (halfway)
+    >>> [round(float(v), 6) for v in sched(jnp.array([0, 5, 10, 55, 100]))]
+    [0.0, 0.5, 1.0, 0.5, 0.0]
 
   Reference: ``optax.join_schedules``.
   """
@@ -338,5 +352,5 @@ def join_schedules(schedules: Sequence[Schedule], boundaries: Sequence[int]) -> 
     raise ValueError(f"{where}schedules must hold at least one schedule, got none.")
   for i, s in enumerate(schedules):
     if not callable(s):
-      raise ValueError(f"{where}schedules[{i}]={s!r} must be a schedule step -> value.")
+      raise TypeError(f"{where}schedules[{i}]={s!r} must be a schedule step -> value.")
   return _join(schedules, _check_boundaries(boundaries, len(schedules), where))

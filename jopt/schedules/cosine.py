@@ -65,7 +65,9 @@ def cosine_decay_schedule(
 
   Example:
     >>> sched = jopt.cosine_decay_schedule(1e-3, decay_steps=10_000, alpha=0.1)
-    >>> sched(10_000)   # 1e-4
+    >>> # halfway, c = 1/2: 1e-3 * (0.9 * 0.5 + 0.1); from step 10_000 on, alpha * 1e-3
+    >>> [round(float(v), 8) for v in sched(jnp.array([0, 5_000, 10_000, 20_000]))]
+    [0.001, 0.00055, 0.0001, 0.0001]
 
   Reference: Loshchilov & Hutter, *SGDR: Stochastic Gradient Descent with Warm
   Restarts*, ICLR 2017; ``optax.cosine_decay_schedule``.
@@ -141,7 +143,9 @@ def warmup_cosine_decay_schedule(
   Example:
     >>> sched = jopt.warmup_cosine_decay_schedule(0.0, 1e-3, warmup_steps=500,
     ...                                           decay_steps=10_000, end_value=1e-5)
-    >>> sched(500)   # the peak, 1e-3
+    >>> # halfway through the warmup; the peak; halfway through the cosine; the end
+    >>> [round(float(v), 8) for v in sched(jnp.array([250, 500, 5_250, 10_000]))]
+    [0.0005, 0.001, 0.000505, 1e-05]
 
   Reference: Loshchilov & Hutter, *SGDR*, ICLR 2017 (cosine); Goyal et al.,
   *Accurate, Large Minibatch SGD*, 2017 (linear warmup);
@@ -190,7 +194,8 @@ def warmup_exponential_decay_schedule(
   Example:
     >>> sched = jopt.warmup_exponential_decay_schedule(
     ...     0.0, 1e-3, warmup_steps=100, transition_steps=1000, decay_rate=0.5)
-    >>> sched(1100)   # 5e-4
+    >>> [round(float(v), 8) for v in sched(jnp.array([50, 100, 1_100, 2_100]))]
+    [0.0005, 0.001, 0.0005, 0.00025]
 
   Reference: ``optax.warmup_exponential_decay_schedule``.
   """
@@ -224,6 +229,9 @@ def sgdr_schedule(cosine_kwargs: Iterable[Mapping[str, Any]]) -> Schedule:
     >>> cycle = dict(init_value=1e-3, peak_value=1e-3, warmup_steps=0,
     ...              decay_steps=1000, end_value=1e-5)
     >>> sched = jopt.sgdr_schedule([cycle] * 5)
+    >>> # mid-cycle 1e-3 * (0.99 * 0.5 + 0.01); a restart at 1000; end_value after 5 cycles
+    >>> [round(float(v), 8) for v in sched(jnp.array([0, 500, 1_000, 5_000]))]
+    [0.001, 0.000505, 0.001, 1e-05]
 
   Reference: Loshchilov & Hutter, *SGDR: Stochastic Gradient Descent with Warm
   Restarts*, ICLR 2017; ``optax.sgdr_schedule``.
@@ -232,7 +240,7 @@ def sgdr_schedule(cosine_kwargs: Iterable[Mapping[str, Any]]) -> Schedule:
   for i, kwargs in enumerate(list(cosine_kwargs)):
     where = f"sgdr_schedule: cosine_kwargs[{i}]: "
     if not isinstance(kwargs, Mapping):
-      raise ValueError(f"{where}each entry must be a dict of warmup_cosine_decay_schedule"
+      raise TypeError(f"{where}each entry must be a dict of warmup_cosine_decay_schedule"
                        f" arguments, got {type(kwargs).__name__}.")
     known = ("init_value", "peak_value", "warmup_steps", "decay_steps", "end_value",
              "exponent")
@@ -288,8 +296,9 @@ def cosine_warm_restarts_schedule(
 
   Example:
     >>> sched = jopt.cosine_warm_restarts_schedule(0.1, first_period=10, period_mult=2)
-    >>> sched(jnp.array([0, 9, 10, 30]))   # restarts at 10, 30, 70, ...
-    ... # [0.1, 0.0024, 0.1, 0.1]
+    >>> # restarts at 10, 30, 70, ...; step 9 is 0.05 (1 + cos(0.9 pi)); step 20 is halfway
+    >>> [round(float(v), 4) for v in sched(jnp.array([0, 9, 10, 20, 30]))]
+    [0.1, 0.0024, 0.1, 0.05, 0.1]
 
   Reference: Loshchilov & Hutter, *SGDR: Stochastic Gradient Descent with Warm
   Restarts*, ICLR 2017; ``torch.optim.lr_scheduler.CosineAnnealingWarmRestarts``.

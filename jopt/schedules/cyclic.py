@@ -63,7 +63,9 @@ def cyclic_schedule(
 
   Example:
     >>> sched = jopt.cyclic_schedule(1e-4, 1e-2, step_size_up=2000, mode="triangular2")
-    >>> sched(jnp.array([2000, 6000]))   # tops of cycles 1 and 2: [0.01, 0.00505]
+    >>> # the top of cycle 1 at 2000, its bottom at 4000, the top of cycle 2 (halved) at 6000
+    >>> [round(float(v), 8) for v in sched(jnp.array([0, 1000, 2000, 4000, 6000]))]
+    [0.0001, 0.00505, 0.01, 0.0001, 0.00505]
 
   Reference: Smith, *Cyclical Learning Rates for Training Neural Networks*,
   WACV 2017; ``torch.optim.lr_scheduler.CyclicLR``.

@@ -88,7 +88,9 @@ def cosine_onecycle_schedule(
 
   Example:
     >>> sched = jopt.cosine_onecycle_schedule(1000, peak_value=0.1)
-    >>> sched(jnp.array([0, 300, 1000]))   # [0.004, 0.1, 4e-7]
+    >>> # 0.1 / 25 at the start, the peak at step 300, 0.1 / 25 / 1e4 at the end
+    >>> [round(float(v), 8) for v in sched(jnp.array([0, 150, 300, 1000]))]
+    [0.004, 0.052, 0.1, 4e-07]
 
   Reference: Smith & Topin, *Super-Convergence: Very Fast Training of Neural
   Networks Using Large Learning Rates*, 2018; ``optax.cosine_onecycle_schedule``.
@@ -135,7 +137,8 @@ def linear_onecycle_schedule(
 
   Example:
     >>> sched = jopt.linear_onecycle_schedule(1000, peak_value=0.1)
-    >>> sched(jnp.array([0, 300, 850, 1000]))   # [0.004, 0.1, 0.004, 4e-7]
+    >>> [round(float(v), 8) for v in sched(jnp.array([0, 150, 300, 850, 1000]))]
+    [0.004, 0.052, 0.1, 0.004, 4e-07]
 
   Reference: Smith & Topin, *Super-Convergence: Very Fast Training of Neural
   Networks Using Large Learning Rates*, 2018; ``optax.linear_onecycle_schedule``.

@@ -122,10 +122,18 @@ def reduce_on_plateau(
     :class:`ReduceOnPlateauState`; ``update`` needs the keyword ``value=``.
 
   Example:
-    >>> tx = optax.chain(jopt.adam(1e-3), jopt.reduce_on_plateau(patience=5))
+    >>> params = {"w": jnp.array([1.0, -2.0])}
+    >>> grads = {"w": jnp.array([0.5, -1.0])}
+    >>> tx = optax.chain(jopt.adam(1e-3), jopt.reduce_on_plateau(factor=0.5, patience=1))
     >>> state = tx.init(params)
-    >>> updates, state = tx.update(grads, state, params, value=val_loss)
-    >>> state[1].scale   # the current multiplier of the learning rate
+    >>> scales = []
+    >>> for val_loss in [1.0, 1.0, 1.0, 1.0]:   # the second bad step (> patience) halves
+    ...   updates, state = tx.update(grads, state, params, value=val_loss)
+    ...   scales.append(float(state[1].scale))   # the current multiplier of the learning rate
+    >>> scales
+    [1.0, 1.0, 0.5, 0.5]
+    >>> print(np.asarray(updates["w"]).round(6))   # Adam's -1e-3 * sign(g), halved
+    [-0.0005  0.0005]
 
   Reference: ``torch.optim.lr_scheduler.ReduceLROnPlateau``; the policy is the
   "reduce the learning rate when the validation error plateaus" practice of,
@@ -150,7 +158,7 @@ def reduce_on_plateau(
   if dtype is not None:
     dtype = jnp.dtype(dtype)
     if not jnp.issubdtype(dtype, jnp.floating):
-      raise ValueError(f"{where}dtype={dtype} must be a floating dtype.")
+      raise TypeError(f"{where}dtype={dtype} must be a floating dtype.")
   worst = float("inf") if mode == "min" else float("-inf")
 
   def init_fn(params):
@@ -176,7 +184,11 @@ def reduce_on_plateau(
           " tx.update(updates, state, params, value=metric) (with optax.chain, pass"
           " value= to the chain's update).")
     dt = state.best.dtype
-    x = jnp.asarray(value)
+    try:
+      x = jnp.asarray(value)
+    except TypeError:
+      raise TypeError(f"{where}value={value!r} must be a real number (the monitored"
+                      " metric).") from None
     if x.shape != ():
       raise ValueError(f"{where}value must be a scalar metric, got shape {x.shape}.")
     x = x.astype(dt)

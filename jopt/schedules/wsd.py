@@ -81,8 +81,9 @@ def warmup_stable_decay_schedule(
     >>> sched = jopt.warmup_stable_decay_schedule(
     ...     3e-4, warmup_steps=2_000, stable_steps=80_000, decay_steps=18_000,
     ...     decay_type="1-sqrt")
-    >>> sched(jnp.array([1_000, 50_000, 91_000, 100_000]))
-    ... # [1.5e-4, 3e-4, (1 - sqrt(1/2)) * 3e-4 = 8.8e-5, 0.0]
+    >>> # mid-warmup, the plateau, mid-cool-down (1 - sqrt(1/2)) * 3e-4, the end
+    >>> [round(float(v), 9) for v in sched(jnp.array([1_000, 50_000, 91_000, 100_000]))]
+    [0.00015, 0.0003, 8.7868e-05, 0.0]
 
   Reference: Hu et al., *MiniCPM: Unveiling the Potential of Small Language
   Models with Scalable Training Strategies*, 2024; Hägele et al., *Scaling Laws

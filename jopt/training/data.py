@@ -62,7 +62,9 @@ class Split:
       seed: seed of the shuffling.
 
     Example:
-      >>> x, y = next(load_digits().train.batches(128))
+      >>> x, y = next(jopt.training.load_digits().train.batches(128))
+      >>> x.shape, x.dtype, y.shape, y.dtype
+      ((128, 64), dtype('float32'), (128,), dtype('int32'))
     """
     n = len(self)
     if not 1 <= batch_size <= n:
@@ -93,7 +95,7 @@ class Split:
       ``(subset, rest)``, two :class:`Split` that together hold every example once.
 
     Example:
-      >>> small, rest = load_digits().train.partition(300, seed=0)
+      >>> small, rest = jopt.training.load_digits().train.partition(300, seed=0)
       >>> val, _ = rest.partition(300, seed=0)
       >>> len(small), len(val)
       (300, 300)
@@ -280,7 +282,8 @@ def lab_data(data: Digits, train_size: int = 300, val_size: int = 300, seed: int
     A :class:`LabData`.
 
   Example:
-    >>> lab = lab_data(load_digits(), train_size=300, val_size=300)
+    >>> lab = jopt.training.lab_data(jopt.training.load_digits(), train_size=300,
+    ...                              val_size=300)
     >>> len(lab.train), len(lab.val), len(lab.test)
     (300, 300, 359)
 

@@ -109,8 +109,13 @@ def make_train_step(tx: optax.GradientTransformation,
     loss: ``(params, batch) -> scalar``; default the MLP cross-entropy.
 
   Example:
-    >>> step = make_train_step(jopt.adam(1e-3))
-    >>> params, opt_state, loss = step(params, opt_state, batch)
+    >>> params = jopt.training.init_mlp(jax.random.key(0), (64, 128, 10))
+    >>> tx = jopt.sgd(0.1)
+    >>> step = jopt.training.make_train_step(tx)
+    >>> batch = (jnp.zeros((8, 64)), jnp.zeros(8, jnp.int32))  # zero inputs: logits = b
+    >>> params, opt_state, loss = step(params, tx.init(params), batch)
+    >>> print(round(float(loss), 4))       # zero biases: log(10), the loss before the update
+    2.3026
   """
   return jax.jit(_raw_step(tx, loss))
 
@@ -146,7 +151,10 @@ def evaluate(params: Params, split: Split) -> tuple[float, float]:
   """``(cross-entropy, accuracy)`` of the MLP on a whole split, as Python floats.
 
   Example:
-    >>> loss, acc = evaluate(params, load_digits().test)
+    >>> params = jopt.training.init_mlp(jax.random.key(0))
+    >>> loss, acc = jopt.training.evaluate(params, jopt.training.load_digits().test)
+    >>> 0.0 <= acc <= 1.0 and loss > 0.0
+    True
   """
   loss, acc = jax.device_get(_metrics(params, *split.arrays()))
   return float(loss), float(acc)
@@ -190,7 +198,7 @@ def train(
     TrainingInterrupted: Ctrl-C; ``err.result`` holds the completed steps.
 
   Example:
-    >>> result = train(jopt.adam(3e-3), steps=300)
+    >>> result = jopt.training.train(jopt.adam(3e-3), steps=300)
     >>> result.test_accuracy > 0.9
     True
   """

@@ -32,7 +32,9 @@ def init_mlp(key: jax.Array, sizes: Sequence[int] = (64, 128, 10), dtype: Any = 
     A list of ``{"w", "b"}`` dicts, one per layer.
 
   Example:
-    >>> params = init_mlp(jax.random.key(0), (64, 128, 10))
+    >>> params = jopt.training.init_mlp(jax.random.key(0), (64, 128, 10))
+    >>> [(p["w"].shape, p["b"].shape) for p in params]
+    [((64, 128), (128,)), ((128, 10), (10,))]
   """
   sizes = tuple(int(s) for s in sizes)
   if len(sizes) < 2 or min(sizes) < 1:

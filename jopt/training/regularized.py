@@ -56,7 +56,8 @@ class FitResult:
       parameters, with the BN statistics recorded at the same evaluation).
     steps: steps run (fewer than the budget when every seed stopped early).
     curve: ``{"step", "train_accuracy", "train_loss", "val_accuracy", "val_loss"}``,
-      NumPy arrays, one entry per evaluation (every ``eval_every`` steps, and at the end).
+      NumPy arrays, one entry per evaluation (at step 0, every ``eval_every`` steps, and
+      at the end).
     train_accuracy, val_accuracy, test_accuracy: of the final parameters, eval mode.
     train_loss, test_loss: cross-entropy of the final parameters (no penalty).
     best_step: the step with the best validation accuracy in ``curve`` (the first, on ties).
@@ -105,7 +106,14 @@ def soft_cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
     A float32 scalar; equal to :func:`cross_entropy` for one-hot targets.
 
   Example:
-    >>> soft_cross_entropy(logits, jax.nn.one_hot(labels, 10))
+    >>> from jopt.training import cross_entropy, soft_cross_entropy
+    >>> logits, labels = jnp.array([[1.0, 0.0, 0.0]]), jnp.array([0])
+    >>> print(round(float(soft_cross_entropy(logits, jax.nn.one_hot(labels, 3))), 4),
+    ...       round(float(cross_entropy(logits, labels)), 4))   # log(1 + 2 / e)
+    0.5514 0.5514
+    >>> mixed = jnp.array([[0.5, 0.5, 0.0]])                    # a mixup-style target
+    >>> print(round(float(soft_cross_entropy(logits, mixed)), 4))   # log(e + 2) - 1/2
+    1.0514
 
   Reference: Zhang et al., *mixup: Beyond Empirical Risk Minimization*, ICLR 2018.
   """
@@ -124,7 +132,11 @@ def find_state(tree: Any, cls: type) -> list[Any]:
     The instances in tree order (empty when the chain holds none).
 
   Example:
-    >>> [es] = find_state(opt_state, jopt.EarlyStoppingState)
+    >>> tx = optax.chain(jopt.adam(1e-3), jopt.early_stopping(patience=3))
+    >>> opt_state = tx.init({"w": jnp.zeros(2)})
+    >>> [es] = jopt.training.find_state(opt_state, jopt.EarlyStoppingState)
+    >>> int(es.count), jopt.training.find_state(opt_state, jopt.AdamState)[0].mu
+    (0, {'w': Array([0., 0.], dtype=float32)})
 
   Reference: ``optax.tree_utils.tree_get_all_with_path``, without the paths.
   """
@@ -234,7 +246,7 @@ def fit_seeds(
   where :math:`m` is the latest ``monitor`` metric of the current parameters
   and :math:`c` is True on the first step after each evaluation (so check
   :math:`e` of an early-stopping link is the evaluation at step
-  :math:`e \cdot` ``eval_every``). Every ``eval_every`` steps (and at the end)
+  :math:`e \cdot` ``eval_every``). At step 0, every ``eval_every`` steps and at the end
   the curves record train and validation accuracy and loss in eval mode.
   Training ends at ``steps``, or as soon as an early-stopping link of ``tx``
   has stopped every seed. When that link keeps the best parameters
@@ -267,9 +279,13 @@ def fit_seeds(
     A list of :class:`FitResult`, one per seed, in the order of ``seeds``.
 
   Example:
+    >>> from jopt.training import RegMLP, fit_seeds, lab_data, load_digits
     >>> lab = lab_data(load_digits())
-    >>> r0, r1 = fit_seeds(RegMLP(dropout=0.3), jopt.adam(1e-3), lab, steps=300, seeds=(0, 1))
-    >>> r0.train_accuracy - r0.test_accuracy   # the generalization gap
+    >>> r0, r1 = fit_seeds(RegMLP(dropout=0.3), jopt.adam(1e-3), lab, steps=50, seeds=(0, 1))
+    >>> r0.seed, r1.seed, r0.steps, r0.curve["step"].tolist()   # at 0, then every 25 steps
+    (0, 1, 50, [0, 25, 50])
+    >>> r0.gap == r0.train_accuracy - r0.test_accuracy         # the generalization gap
+    True
 
   Reference: Prechelt, *Early Stopping - But When?*, 1998 (the train /
   validation / test protocol and its curves).
@@ -403,8 +419,10 @@ def fit(model: Model, tx: optax.GradientTransformation, data: LabData, *, steps:
     A :class:`FitResult`.
 
   Example:
-    >>> r = fit(RegMLP(), jopt.adam(1e-3), lab_data(load_digits()), steps=300)
-    >>> r.curve["val_accuracy"][-1]
+    >>> from jopt.training import RegMLP, fit, lab_data, load_digits
+    >>> r = fit(RegMLP(), jopt.adam(1e-3), lab_data(load_digits()), steps=50)
+    >>> bool(r.curve["val_accuracy"][-1] == r.val_accuracy)   # the last evaluation: final params
+    True
 
   Reference: as :func:`fit_seeds`.
   """

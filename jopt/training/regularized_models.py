@@ -84,9 +84,12 @@ class RegMLP:
       weight of the new batch).
 
   Example:
-    >>> model = RegMLP(hidden=(512, 512), dropout=0.3, batch_norm=True)
+    >>> model = jopt.training.RegMLP(hidden=(512, 512), dropout=0.3, batch_norm=True)
     >>> params, stats = model.init(jax.random.key(0), 64, 10)
+    >>> x = jax.random.uniform(jax.random.key(2), (8, 64))
     >>> logits, stats = model.apply(params, stats, x, train=True, key=jax.random.key(1))
+    >>> logits.shape
+    (8, 10)
 
   Reference: Srivastava et al., *Dropout*, JMLR 2014; Ioffe & Szegedy, *Batch
   Normalization*, ICML 2015; Li et al., *Understanding the Disharmony between
@@ -213,9 +216,12 @@ class RegCNN:
     momentum: the batch-norm running-statistics momentum.
 
   Example:
-    >>> model = RegCNN(channels=(32, 64), batch_norm=True, spatial_dropout=0.1)
+    >>> model = jopt.training.RegCNN(channels=(32, 64), batch_norm=True, spatial_dropout=0.1)
     >>> params, stats = model.init(jax.random.key(0), (28, 28, 1), 10)
-    >>> logits, stats = model.apply(params, stats, images, train=False)
+    >>> images = jnp.zeros((2, 28, 28, 1))
+    >>> logits, new_stats = model.apply(params, stats, images, train=False)
+    >>> logits.shape, jax.tree.all(jax.tree.map(jnp.array_equal, new_stats, stats))
+    ((2, 10), True)
 
   Reference: Tompson et al., *Efficient Object Localization Using Convolutional
   Networks*, CVPR 2015 (spatial dropout); Lin et al., *Network In Network*,
@@ -337,7 +343,7 @@ def weight_sparsity(params: Params) -> float:
     A Python float in [0, 1] (0 when the tree holds no weight).
 
   Example:
-    >>> weight_sparsity({"w": jnp.array([[0.0, 1.0]]), "b": jnp.zeros(2)})
+    >>> jopt.training.weight_sparsity({"w": jnp.array([[0.0, 1.0]]), "b": jnp.zeros(2)})
     0.5
 
   Reference: the default mask of :func:`jopt.proximal_l1` (weights, not biases).

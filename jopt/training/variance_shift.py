@@ -54,8 +54,13 @@ def variance_shift(model: RegMLP | RegCNN, params: Any, stats: Any,
     ``{"ratio": (L,), "shift": (L,)}``, float64 NumPy arrays, one entry per BN layer.
 
   Example:
+    >>> from jopt.training import RegMLP, fit, lab_data, load_digits, variance_shift
+    >>> model = RegMLP(hidden=(64, 64), dropout=0.5, batch_norm=True, order="dropout_bn")
+    >>> lab = lab_data(load_digits())
+    >>> result = fit(model, jopt.adam(1e-3), lab, steps=50)
     >>> shift = variance_shift(model, result.params, result.stats, lab.test.x)
-    >>> shift["shift"]   # 1.0 per layer means no shift
+    >>> shift["shift"].shape, bool((shift["shift"] >= 1.0).all())  # 1.0: no shift
+    ((2,), True)
 
   Reference: Li, Chen, Hu & Yang, *Understanding the Disharmony between Dropout
   and Batch Normalization by Variance Shift*, CVPR 2019 (Section 3, Figure 1).

@@ -31,6 +31,9 @@ class AccumulateState(NamedTuple):
   acc: Any
 
 
+AccumulateState.__module__ = "jopt"
+
+
 def accumulate(
     tx: optax.GradientTransformation,
     every_k: int,
@@ -64,14 +67,23 @@ def accumulate(
     passed to ``tx`` on emitting steps.
 
   Example:
-    >>> tx = jopt.accumulate(jopt.adam(1e-3), every_k=4)
-    >>> updates, state = tx.update(grads, state, params)   # zero on 3 of 4 calls
+    >>> params = {"w": jnp.array([1.0, -2.0])}
+    >>> tx = jopt.accumulate(jopt.sgd(0.1), every_k=4)
+    >>> state = tx.init(params)
+    >>> for n in [1.0, 2.0, 3.0, 4.0]:   # micro-batch gradients n * [1, -1], mean 2.5 * [1, -1]
+    ...   updates, state = tx.update({"w": n * jnp.array([1.0, -1.0])}, state, params)
+    ...   print(updates["w"])   # zero on 3 of 4 calls, then -0.1 * the mean
+    [0. 0.]
+    [0. 0.]
+    [0. 0.]
+    [-0.25  0.25]
 
   Reference: the gradient-accumulation practice of large-batch training, e.g.
   Goyal et al., *Accurate, Large Minibatch SGD*, 2017; Welford, 1962, for the
   running mean.
   """
   validate.check_positive_int("every_k", every_k, "accumulate: ")
+  validate.check_flag("accumulate: ", use_mean=use_mean)
   if acc_dtype is not None:
     acc_dtype = jnp.dtype(acc_dtype)
     compute_dtype(acc_dtype)

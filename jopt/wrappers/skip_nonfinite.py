@@ -58,7 +58,7 @@ def skip_nonfinite(
 ) -> optax.GradientTransformationExtraArgs:
   r"""Wrap ``tx`` so a NaN or Inf never reaches the parameters or its state: such steps are skipped.
 
-  With gradients :math:`g`, ``(u, s') = tx.update(g, s, \theta)`` and
+  With gradients :math:`g`, :math:`(u, s') = \mathrm{tx.update}(g, s, \theta)` and
   :math:`\theta' = \theta + u` (what ``optax.apply_updates`` computes, in the
   parameter's dtype), a step is taken when
 
@@ -109,7 +109,7 @@ def skip_nonfinite(
     :class:`SkipNonfiniteState`.
 
   Example:
-    >>> tx = skip_nonfinite(optax.sgd(0.1))
+    >>> tx = jopt.skip_nonfinite(optax.sgd(0.1))
     >>> params = {"w": jnp.ones(2)}
     >>> state = tx.init(params)
     >>> updates, state = tx.update({"w": jnp.array([1.0, jnp.nan])}, state, params)
