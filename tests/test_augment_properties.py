@@ -153,7 +153,7 @@ _K = jax.random.key(0)
 @pytest.mark.parametrize("name", NAMES)
 def test_bad_images_raise_naming_images_and_the_fix(name):
   op = REGISTRY[name].op
-  with pytest.raises(ValueError, match=r"images has dtype uint8.*astype\(jnp.float32\) / 255"):
+  with pytest.raises(TypeError, match=r"images has dtype uint8.*astype\(jnp.float32\) / 255"):
     op(jnp.zeros((2, 4, 4, 3), jnp.uint8), key=_K)
   with pytest.raises(ValueError, match=r"NHWC .* got shape \(4, 4, 3\); for one HWC image pass"
                                        r" images\[None\]"):

@@ -302,7 +302,7 @@ def test_errors_name_the_argument():
     jnn.batch_norm(x, None, None, s)   # pylint: disable=missing-kwoa
   with pytest.raises(ValueError, match=r"batch_norm_stats: num_features=0"):
     jnn.batch_norm_stats(0)
-  with pytest.raises(ValueError, match=r"batch_norm_stats: dtype=int32"):
+  with pytest.raises(TypeError, match=r"batch_norm_stats: dtype=int32"):
     jnn.batch_norm_stats(3, jnp.int32)
 
 

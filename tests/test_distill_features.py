@@ -157,7 +157,7 @@ def test_hint_loss_bad_dtype_and_activation():
 
 @pytest.mark.parametrize("kwargs,err,match", [
     (dict(student_dim=0), ValueError, "student_dim=0 must be an integer >= 1"),
-    (dict(teacher_dim=2.5), ValueError, "teacher_dim=2.5 must be an integer >= 1"),
+    (dict(teacher_dim=2.5), TypeError, "teacher_dim=2.5 must be an integer >= 1"),
     (dict(key=0), TypeError, "key=0 must be a PRNG key"),
     (dict(dtype=jnp.int32), TypeError, "dtype=.* must be a floating dtype"),
     (dict(bias=1), TypeError, "bias=1 must be a bool"),

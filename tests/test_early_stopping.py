@@ -333,8 +333,6 @@ def test_stop_requested_finds_the_state_anywhere():
 def test_bad_input():
   P = _params()
   for kw, pat in [(dict(patience=-1), "patience=-1 must be an integer >= 0"),
-                  (dict(patience=1.5), "patience=1.5"),
-                  (dict(patience=True), "patience=True"),
                   (dict(min_delta=-0.1), "min_delta=-0.1"),
                   (dict(min_delta=float("nan")), "min_delta=nan"),
                   (dict(mode="auto"), "mode='auto' is not one of"),
@@ -342,6 +340,9 @@ def test_bad_input():
                   (dict(start_from_epoch=-2), "start_from_epoch=-2"),
                   (dict(baseline=float("inf")), "baseline=inf")]:
     with pytest.raises(ValueError, match=f"early_stopping: {pat}"):
+      early_stopping(**kw)
+  for kw, pat in [(dict(patience=1.5), "patience=1.5"), (dict(patience=True), "patience=True")]:
+    with pytest.raises(TypeError, match=f"early_stopping: {pat}"):   # not an int
       early_stopping(**kw)
   with pytest.raises(TypeError, match="restore_best='yes'"):
     early_stopping(restore_best="yes")

@@ -364,7 +364,7 @@ def test_a_half_precision_scale_is_refused(dtype):
     ({"backoff_factor": 1.0}, ValueError, "backoff_factor=1.0 is outside"),
     ({"backoff_factor": 2.0}, ValueError, "backoff_factor=2.0 is outside"),
     ({"growth_interval": 0}, ValueError, "growth_interval=0 must be an integer >= 1"),
-    ({"growth_interval": 2.5}, ValueError, "growth_interval=2.5 must be an integer >= 1"),
+    ({"growth_interval": 2.5}, TypeError, "growth_interval=2.5 must be an integer >= 1"),
     ({"growth_interval": 2 ** 31}, ValueError,
      "growth_interval=2147483648 must be <= 2**31 - 1"),
     ({"min_scale": 0.0}, ValueError, "min_scale=0.0 is outside"),

@@ -365,8 +365,14 @@ BAD = [
 
 @pytest.mark.parametrize("groups, keep, message", BAD)
 def test_bad_input_is_a_clear_error(groups, keep, message):
-  with pytest.raises(ValueError) as e:
+  # a wrong kind of object (a non-bool mask, a bare path for a Coupled, a group not in
+  # a list) is a TypeError, every other mistake a ValueError (docs/errors.md)
+  wrong_type = ("boolean array", "coupled[0]='d2/kernel'", "path=7",
+                "wrap a single group in a list", "each entry must be a UnitGroup")
+  expected = TypeError if message in wrong_type else ValueError
+  with pytest.raises(expected) as e:
     remove_units(_p(), groups, keep=keep)
+  assert type(e.value) is expected
   assert message in str(e.value), str(e.value)
 
 

@@ -147,7 +147,7 @@ def test_bad_input():
   with pytest.raises(ValueError, match="output channel"):
     quant.int8_dense(x, quant.quantize(w, 8, granularity="group", axis=0, group_size=2),
                      x_range=(-1.0, 1.0))
-  with pytest.raises(ValueError, match="x_range is required"):
+  with pytest.raises(TypeError, match="x_range is required"):
     quant.int8_dense(x, qw, x_range=None)
   with pytest.raises(ValueError, match="per tensor"):
     quant.int8_dense(x, qw, x_range=(jnp.zeros(4), jnp.ones(4)))

@@ -177,7 +177,7 @@ def test_bad_input_names_the_argument():
   for bits in (1, 9, 0):
     with pytest.raises(ValueError, match=rf"quantize: bits={bits} is outside .*2\.\.8"):
       quant.quantize(x, bits)
-  with pytest.raises(ValueError, match="quantize: bits=4.5"):
+  with pytest.raises(TypeError, match="quantize: bits=4.5"):
     quant.quantize(x, 4.5)
   with pytest.raises(ValueError, match="quantize: axis=2 is out of range"):
     quant.quantize(x, 8, granularity="channel", axis=2)

@@ -93,7 +93,7 @@ def test_tree_bad_input_names_the_argument():
   p = _params()
   with pytest.raises(ValueError, match=r"quantize_params: rules \['dec/\*'\] match no"):
     quant.quantize_params(p, {"dec/*": 4})
-  with pytest.raises(ValueError, match=r"quantize_params: rules\['step'\] matches 'step'"):
+  with pytest.raises(TypeError, match=r"quantize_params: rules\['step'\] matches 'step'"):
     quant.quantize_params(p, {"step": 4})
   with pytest.raises(TypeError, match=r"quantize_params: rules\['head/\*'\] = 'int4'"):
     quant.quantize_params(p, {"head/*": "int4"})

@@ -199,8 +199,11 @@ BAD = [
 
 @pytest.mark.parametrize("make, message", BAD)
 def test_bad_input_names_the_argument(make, message):
-  with pytest.raises(ValueError) as e:
+  # a float where an integer goes is a wrong type: TypeError (docs/errors.md)
+  expected = TypeError if message == "frequency=2.5" else ValueError
+  with pytest.raises(expected) as e:
     make()
+  assert type(e.value) is expected
   assert message in str(e.value)
 
 
