@@ -256,3 +256,16 @@ def test_adamw_mask_matches_torch_param_groups(x64):
     u, s2 = tx_all.update(grad(p2), s2, p2)
     p2 = optax.apply_updates(p2, u)
   assert float(jnp.max(jnp.abs(p2["b"] - p["b"]))) > 1e-4
+
+
+def test_l1_gradient_at_zero_is_zero_as_torch(x64):
+  # jnp.abs has gradient 1 at 0: an exact zero weight would be pushed off zero by the
+  # penalty. The subgradient the docstring promises is sign(w), 0 at 0, as torch.abs.
+  w = np.array([[1.5, 0.0, -0.25], [0.0, -3.0, 2.0]])
+  g = jax.grad(lambda p: l1_penalty(p, strength=0.3))({"w": jnp.asarray(w)})["w"]
+  t = torch.tensor(w, requires_grad=True)
+  (0.3 * t.abs().sum()).backward()
+  np.testing.assert_array_equal(np.asarray(g), t.grad.numpy())
+  assert np.asarray(g)[0, 1] == 0.0 and np.asarray(g)[1, 0] == 0.0
+  gn = jax.grad(lambda p: elastic_net_penalty(p, l1=0.3, l2=0.0))({"w": jnp.asarray(w)})["w"]
+  np.testing.assert_array_equal(np.asarray(gn), t.grad.numpy())
