@@ -69,6 +69,25 @@ def _skip_tuple_fields(app, what, name, obj, skip, options):
   return None
 
 
+def _attribute_docstring(app, what, name, obj, options, lines):
+  """A public constant's docstring is the string literal under its assignment (PEP 257's
+  attribute docstring) in the module that defines it; the namespace that re-exports it
+  has none, so autodoc would show the docstring of ``dict`` or ``str`` instead."""
+  if what != "data":
+    return
+  from sphinx.pycode import ModuleAnalyzer
+
+  namespace, _, attr = name.rpartition(".")
+  for modname in sorted(m for m in sys.modules if m.startswith(namespace + ".")):
+    if getattr(sys.modules[modname], attr, None) is not obj:
+      continue
+    docs = ModuleAnalyzer.for_module(modname).find_attr_docs()
+    if ("", attr) in docs:
+      lines[:] = [line for line in docs[("", attr)]]
+      return
+
+
 def setup(app):
+  app.connect("autodoc-process-docstring", _attribute_docstring)
   app.connect("builder-inited", _copy_notebooks)
   app.connect("autodoc-skip-member", _skip_tuple_fields)
