@@ -68,7 +68,13 @@ def test_accumulator_dtype_and_zero_updates():
   assert all(a.dtype == jnp.float32 for a in jax.tree.leaves(s.acc))
 
 
-@pytest.mark.parametrize("k", [0, -1, 2.5, True])
+@pytest.mark.parametrize("k", [0, -1])
 def test_every_k_must_be_a_positive_int(k):
   with pytest.raises(ValueError, match="every_k"):
+    accumulate(jopt.adam(0.1), k)
+
+
+@pytest.mark.parametrize("k", [2.5, 2.0, True, "2"])
+def test_every_k_must_be_an_int(k):
+  with pytest.raises(TypeError, match="every_k"):
     accumulate(jopt.adam(0.1), k)

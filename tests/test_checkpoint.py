@@ -21,6 +21,7 @@ from flax import serialization
 
 import jopt
 from tests import problems
+from tests.checkpointing import assert_identical, assert_same_shardings
 from tests.registry import all_entries
 
 ENTRIES = all_entries()
@@ -78,28 +79,14 @@ def _abstract(tree):
   return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
 
 
-def _assert_identical(got, want):
-  assert jax.tree.structure(got) == jax.tree.structure(want)
-  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
-    a_np, b_np = np.asarray(a), np.asarray(b)
-    assert (a_np.dtype, a_np.shape) == (b_np.dtype, b_np.shape)
-    assert a_np.tobytes() == b_np.tobytes(), (a_np, b_np)
-
-
-def _assert_same_shardings(got, want):
-  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
-    assert isinstance(a, jax.Array)
-    assert a.sharding.is_equivalent_to(b.sharding, a.ndim), (a.sharding, b.sharding)
-
-
 @pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: e.name)
 def test_flax_serialization_round_trip(entry):
   p, s = _trajectory(entry.name)[AT]
   saved = {"params": p, "opt_state": s}
   _, target = _fresh(entry)
-  _assert_identical(serialization.from_bytes(target, serialization.to_bytes(saved)), saved)
+  assert_identical(serialization.from_bytes(target, serialization.to_bytes(saved)), saved)
   state_dict = serialization.to_state_dict(saved)
-  _assert_identical(serialization.from_state_dict(target, state_dict), saved)
+  assert_identical(serialization.from_state_dict(target, state_dict), saved)
 
 
 @pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: e.name)
@@ -112,8 +99,8 @@ def test_orbax_round_trip(entry, tmp_path):
   _, fresh = _fresh(entry)
   with ocp.StandardCheckpointer() as ckptr:
     restored = ckptr.restore(tmp_path / "ckpt", _abstract(fresh))
-  _assert_identical(restored, saved)
-  _assert_same_shardings(restored, saved)
+  assert_identical(restored, saved)
+  assert_same_shardings(restored, saved)
 
 
 @pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: e.name)
@@ -130,7 +117,7 @@ def test_resume_from_orbax_checkpoint_is_bit_identical(entry, tmp_path):
       mngr.save(i, args=ocp.args.Composite(params=ocp.args.StandardSave(p),
                                            opt_state=ocp.args.StandardSave(s)))
   uninterrupted = {"params": p, "opt_state": s}
-  _assert_identical(uninterrupted, dict(zip(("params", "opt_state"),
+  assert_identical(uninterrupted, dict(zip(("params", "opt_state"),
                                             _trajectory(entry.name)[TOTAL])))
 
   # as a new process would: a fresh tx and jitted step, restore step AT, run to TOTAL
@@ -142,12 +129,12 @@ def test_resume_from_orbax_checkpoint_is_bit_identical(entry, tmp_path):
         params=ocp.args.StandardRestore(abstract["params"]),
         opt_state=ocp.args.StandardRestore(abstract["opt_state"])))
   p, s = restored["params"], restored["opt_state"]
-  _assert_identical({"params": p, "opt_state": s},
+  assert_identical({"params": p, "opt_state": s},
                     dict(zip(("params", "opt_state"), _trajectory(entry.name)[AT])))
   step = _step_fn(tx)
   for _ in range(TOTAL - AT):
     p, s = step(p, s)
-  _assert_identical({"params": p, "opt_state": s}, uninterrupted)
+  assert_identical({"params": p, "opt_state": s}, uninterrupted)
 
 
 def test_low_precision_state_round_trips(tmp_path):
@@ -160,10 +147,10 @@ def test_low_precision_state_round_trips(tmp_path):
     saved = {"params": p, "opt_state": s}
     target = {"params": p, "opt_state": tx.init(p)}
     assert {x.dtype for x in jax.tree.leaves(s)} & {jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.uint8)}
-    _assert_identical(serialization.from_bytes(target, serialization.to_bytes(saved)), saved)
+    assert_identical(serialization.from_bytes(target, serialization.to_bytes(saved)), saved)
     path = tmp_path / type(s).__name__
     _assert_orbax_can_save(saved)
     with ocp.StandardCheckpointer() as ckptr:
       ckptr.save(path, saved)
       restored = ckptr.restore(path, _abstract(target))
-    _assert_identical(restored, saved)
+    assert_identical(restored, saved)

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jopt._core import validate
 from jopt._core.validate import is_concrete, static_int
 
 __all__ = ["check_images", "example_keys", "check_number", "check_probability",
@@ -153,10 +154,7 @@ def check_interval(op: str, name: str, value: Any, low: float | None = None,
 
 
 def check_choice(op: str, name: str, value: Any, choices: Sequence[Any]) -> None:
-  if all(isinstance(c, str) for c in choices) and not isinstance(value, str):
-    raise TypeError(f"{op}: {name}={value!r} must be a string, one of {tuple(choices)!r}.")
-  if value not in tuple(choices):
-    raise ValueError(f"{op}: {name}={value!r} is not one of {tuple(choices)!r}.")
+  validate.check_choice(name, value, tuple(choices), f"{op}: ")
 
 
 def static_size(op: str, name: str, value: Any, minimum: int = 1) -> tuple[int, int]:

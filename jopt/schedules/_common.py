@@ -83,8 +83,7 @@ def check_nonneg_int(name: str, value: Any, where: str) -> int:
 
 
 def check_bool(name: str, value: Any, where: str) -> bool:
-  if not isinstance(value, (bool, np.bool_)):
-    raise TypeError(f"{where}{name}={value!r} must be True or False.")
+  validate.check_flag(where, **{name: value})
   return bool(value)
 
 
