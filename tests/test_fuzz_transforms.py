@@ -224,6 +224,21 @@ def test_proximal_l1_fuzz(case, strength, lr):
   _check_run(jopt.proximal_l1(strength, lr), params, grads, f"proximal_l1({strength}, {lr})")
 
 
+def _run_monitored(tx, params, grads, losses):
+  """Steps of a transform that reads ``value=`` (early stopping, plateau): updates keep
+  the gradients' tree and dtypes, the state its tree, and both stay finite."""
+  state = tx.init(params)
+  spec0 = _spec(state)
+  params, grads = fuzz.pure(params), [fuzz.pure(g) for g in grads]
+  for g, loss in zip(grads, losses):
+    updates, state = tx.update(g, state, params, value=jnp.asarray(loss, jnp.float32))
+    assert _spec(updates) == _spec(g)
+    assert _spec(state) == spec0
+    assert fuzz.finite((updates, state))
+    params = optax.apply_updates(params, updates)
+  return state
+
+
 @fuzz.fuzz_settings(30)
 @given(case=_tree_case(), patience=st.integers(0, 3), min_delta=st.floats(0.0, 1.0),
        mode=st.sampled_from(["min", "max"]), min_delta_mode=st.sampled_from(["abs", "rel"]),
@@ -234,15 +249,7 @@ def test_early_stopping_fuzz(case, patience, min_delta, mode, min_delta_mode, re
   fuzz.count("family:early_stopping")
   tx = jopt.early_stopping(patience, min_delta, mode=mode, min_delta_mode=min_delta_mode,
                            restore_best=restore_best)
-  state = tx.init(params)
-  spec0 = _spec(state)
-  params, grads = fuzz.pure(params), [fuzz.pure(g) for g in grads]
-  for g, loss in zip(grads, losses):
-    updates, state = tx.update(g, state, params, value=jnp.asarray(loss, jnp.float32))
-    assert _spec(updates) == _spec(g)
-    assert _spec(state) == spec0
-    assert fuzz.finite((updates, state))
-    params = optax.apply_updates(params, updates)
+  state = _run_monitored(tx, params, grads, losses)
   assert jopt.stop_requested(state).dtype == jnp.bool_
 
 
@@ -292,14 +299,7 @@ def test_reduce_on_plateau_fuzz(case, factor, patience, cooldown, mode, threshol
   fuzz.count("family:plateau")
   tx = jopt.reduce_on_plateau(factor, patience, mode=mode, threshold_mode=threshold_mode,
                               cooldown=cooldown)
-  state = tx.init(params)
-  spec0 = _spec(state)
-  params, grads = fuzz.pure(params), [fuzz.pure(g) for g in grads]
-  for g, loss in zip(grads, losses):
-    updates, state = tx.update(g, state, params, value=jnp.asarray(loss, jnp.float32))
-    assert _spec(updates) == _spec(g)
-    assert _spec(state) == spec0
-    assert fuzz.finite((updates, state))
+  _run_monitored(tx, params, grads, losses)
 
 
 @fuzz.fuzz_settings(10)
