@@ -1,7 +1,7 @@
 """Every public function documents itself: summary, math, arguments, example, reference.
 
 Public means a name in ``__all__`` of ``jopt`` or of one of its public namespaces
-(``jopt.nn``, ``jopt.augment``, ``jopt.prune``, ``jopt.quant``).
+(the namespaces in ``jopt.__all__``: see ``tests/public_api.py``).
 """
 
 import inspect
@@ -9,11 +9,8 @@ import inspect
 import pytest
 
 import jopt
+from tests.public_api import NAMESPACES
 
-NAMESPACES = {"jopt": jopt, "jopt.nn": jopt.nn, "jopt.augment": jopt.augment,
-              "jopt.prune": jopt.prune, "jopt.quant": jopt.quant, "jopt.distill": jopt.distill,
-              "jopt.pipeline": jopt.pipeline, "jopt.precision": jopt.precision,
-              "jopt.parallel": jopt.parallel}
 FUNCTIONS = [f"{ns}.{n}" for ns, mod in NAMESPACES.items() for n in mod.__all__
              if inspect.isfunction(getattr(mod, n))]
 CLASSES = [f"{ns}.{n}" for ns, mod in NAMESPACES.items() for n in mod.__all__
